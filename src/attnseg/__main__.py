@@ -1,0 +1,3 @@
+from attnseg.cli import main
+
+raise SystemExit(main())

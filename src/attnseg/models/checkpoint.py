@@ -1,0 +1,110 @@
+"""The model file: weights + model config + package version, loadable with ``weights_only=True``.
+
+Everything stored is plain data (dicts, lists, numbers, strings, tensors), so loading never runs
+code from the file. A training checkpoint (optimizer, RNG states, ...) is a superset of this format
+and ``load_model`` reads both.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnseg.config import ModelConfig, to_dict
+from attnseg.errors import ConfigError, ModelFileError
+from attnseg.io.atomic import atomic_write
+
+FORMAT = "attnseg.model"
+FORMAT_VERSION = 1
+
+
+def model_payload(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The dict ``save_model`` writes; training checkpoints add their own keys to it."""
+    from attnseg import __version__
+
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise TypeError(
+            f"{type(model).__name__} has no ModelConfig `.config`; build it with attnseg.build_model"
+        )
+    module = model.module if hasattr(model, "module") else model  # DDP / compiled wrappers
+    state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "attnseg_version": __version__,
+        "model_config": to_dict(config),
+        "state_dict": state,
+    }
+    if extra:
+        payload.update(extra)
+    return payload
+
+
+def save_model(path: str | Path, model: nn.Module, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically. ``extra`` (plain data) is stored alongside."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(model_payload(model, extra), buffer)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+    return path
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """Load and validate a model file's payload without building the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        AttributeError,
+    ) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(
+            f"{path}: not a loadable attnseg model file (it may be truncated, tampered with, or "
+            f"contain code objects, which are refused): {first}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path}: not an attnseg model file (expected a dict with format={FORMAT!r}); "
+            "save models with attnseg.save_model"
+        )
+    if payload.get("format_version", 0) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: written by a newer attnseg (format_version {payload['format_version']}); upgrade attnseg"
+        )
+    for key in ("model_config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise ModelFileError(f"{path}: the file has no {key!r}; it cannot rebuild the model")
+    return payload
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model from the file alone and load its weights (eval mode)."""
+    from attnseg.models.registry import build_model
+
+    payload = read_model_file(path)
+    try:
+        model = build_model(payload["model_config"])
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: its model_config is invalid: {exc}") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"{path}: weights do not match its model_config: {str(exc).splitlines()[0]}"
+        ) from None
+    return model.to(map_location).eval()
