@@ -1,0 +1,415 @@
+"""NIfTI input and output with nibabel: arrays in file voxel order, the affine travels with them.
+
+Conventions:
+
+- ``load_image`` returns ``(C, *spatial)`` float32 in the file's voxel order (no transposes, no
+  flips). A 4D file stores channels last on disk (MSD, ``X, Y, Z, C``); they are moved first. A
+  list of paths is one file per channel (nnU-Net, BraTS) and all must share shape and affine.
+- ``load_label`` returns the spatial array as integers (``uint8`` when every value fits, else
+  ``int32``); stored floats must be whole numbers (BraTS 2015 stores labels as float32).
+- ``ImageMeta.spacing_mm`` is the voxel size along each array axis, from the header's ``pixdim``.
+- Orientation changes are explicit: ``reorient_to_ras`` / ``reorient`` return a ``Reorientation``
+  record and ``undo_reorientation`` maps an array (e.g. a prediction) back onto the file's grid.
+- ``save_image`` keeps the source header, affine, qform/sform codes and spacing, so a label or
+  probability map written with the input's ``ImageMeta`` overlays the input in any viewer.
+  Writes are atomic: a temporary file with the same ``.nii.gz`` suffix, then a rename.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations as nio
+
+from attnseg.errors import DataError
+from attnseg.io.atomic import atomic_path
+
+PathLike = str | os.PathLike
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+# Affines of files that belong together (channels of a case, image and label) must agree to this
+# many mm / direction-cosine units; below it the difference is float noise in the header.
+AFFINE_ATOL = 1e-3
+
+
+@dataclass
+class ImageMeta:
+    """Where an array lives in the world, and how it was stored.
+
+    ``affine``: (4, 4) voxel index -> world (RAS+ mm, the NIfTI convention). ``spacing_mm``: voxel
+    size along each spatial array axis. ``dtype``: the on-disk data type (before scaling).
+    ``shape``: the spatial shape. ``header``: the nibabel header (None for 2D images).
+    """
+
+    affine: np.ndarray
+    spacing_mm: tuple[float, ...]
+    dtype: str
+    header: object | None = None
+    path: str | None = None
+    shape: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def axcodes(self) -> tuple[str, ...]:
+        """Anatomical direction each array axis points to, e.g. ``('L', 'P', 'S')``."""
+        return tuple(nio.aff2axcodes(self.affine))[: len(self.shape) or 3]
+
+
+def is_nifti(path: PathLike) -> bool:
+    name = str(path).lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def strip_nifti_suffix(name: str) -> str:
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+# --- reading ----------------------------------------------------------------------------------------
+def _open(path: PathLike):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for a foreign or damaged header
+        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image | nib.Nifti1Pair):
+        raise DataError(f"{path}: expected a NIfTI image, nibabel read it as {type(img).__name__}")
+    return img
+
+
+def _read(img, path: PathLike) -> np.ndarray:
+    """Decompress and scale the voxel data once; a truncated or corrupt file becomes a DataError."""
+    try:
+        return np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, OSError, ValueError) as exc:
+        raise DataError(
+            f"{path}: truncated or corrupt data, cannot read the voxels ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _spatial_ndim(shape: tuple[int, ...]) -> int:
+    # 4D = 3 spatial + channels; 5D with a singleton 4th axis = NIfTI "vector" images (X, Y, Z, 1, C)
+    return min(len(shape), 3)
+
+
+def _meta(img, path: PathLike, spatial_shape: tuple[int, ...]) -> ImageMeta:
+    hdr = img.header
+    zooms = tuple(float(z) for z in hdr.get_zooms()[: len(spatial_shape)])
+    return ImageMeta(
+        affine=np.array(img.affine, dtype=np.float64),
+        spacing_mm=zooms,
+        dtype=str(hdr.get_data_dtype()),
+        header=hdr,
+        path=str(path),
+        shape=tuple(int(s) for s in spatial_shape),
+    )
+
+
+def _to_channels_first(data: np.ndarray, path: PathLike) -> np.ndarray:
+    if data.ndim <= 3:
+        return data[None]
+    if data.ndim == 4:
+        return np.moveaxis(data, 3, 0)
+    if data.ndim == 5 and data.shape[3] == 1:
+        return np.moveaxis(data[:, :, :, 0, :], 3, 0)
+    raise DataError(f"{path}: image has shape {data.shape}; expected 2D, 3D or 4D (channels last)")
+
+
+def read_header(path: PathLike) -> ImageMeta:
+    """Shape, affine, spacing and dtype from the header only (no voxel data is decompressed).
+
+    ``shape`` is the spatial shape; a 4D file's channel count is ``channels_in_file(meta)``.
+    """
+    img = _open(path)
+    full = tuple(int(s) for s in img.shape)
+    meta = _meta(img, path, full[: _spatial_ndim(full)])
+    return meta
+
+
+def channels_in_file(meta: ImageMeta) -> int:
+    """Number of channels stored in the file that ``meta`` describes (1 for a 3D file)."""
+    full = tuple(int(s) for s in meta.header.get_data_shape()) if meta.header is not None else meta.shape
+    if len(full) <= 3:
+        return 1
+    return int(full[-1])
+
+
+def load_image(paths: PathLike | Sequence[PathLike]) -> tuple[np.ndarray, ImageMeta]:
+    """Read one file (3D, or 4D with channels last) or one file per channel into ``(C, *spatial)`` float32.
+
+    The returned meta describes the first file; every other channel file must have the same
+    spatial shape and affine (within ``AFFINE_ATOL``).
+    """
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise DataError("load_image: no image files given")
+    channels: list[np.ndarray] = []
+    meta: ImageMeta | None = None
+    for path in paths:
+        img = _open(path)
+        data = _to_channels_first(_read(img, path), path)
+        spatial = tuple(int(s) for s in data.shape[1:])
+        if meta is None:
+            meta = _meta(img, path, spatial)
+        else:
+            if spatial != meta.shape:
+                raise DataError(
+                    f"{path}: shape {spatial} differs from {meta.shape} of {meta.path} (same case)"
+                )
+            if not np.allclose(img.affine, meta.affine, atol=AFFINE_ATOL, rtol=0):
+                raise DataError(
+                    f"{path}: affine differs from that of {meta.path} (same case); the channels are "
+                    f"not on one voxel grid:\n{np.round(img.affine, 4)}\nvs\n{np.round(meta.affine, 4)}"
+                )
+        channels.append(data.astype(np.float32, copy=False))
+    image = channels[0] if len(channels) == 1 else np.concatenate(channels, axis=0)
+    return np.ascontiguousarray(image, dtype=np.float32), meta
+
+
+def as_label_array(data: np.ndarray, where: str) -> np.ndarray:
+    """Whole-number array -> uint8 when all values fit, else int32. Non-integer values raise."""
+    if data.dtype.kind == "b":
+        return data.astype(np.uint8)
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)):
+            raise DataError(f"{where}: label map contains NaN or infinite values")
+        rounded = np.rint(data)
+        if not np.array_equal(rounded, data):
+            bad = np.unique(data[rounded != data])[:5]
+            raise DataError(f"{where}: label map has non-integer values, e.g. {bad.tolist()}")
+        data = rounded
+    elif data.dtype.kind not in "iu":
+        raise DataError(f"{where}: label map has data type {data.dtype}; expected integers")
+    if data.size == 0:
+        return data.astype(np.uint8)
+    lo, hi = data.min(), data.max()
+    if lo >= 0 and hi <= 255:
+        return data.astype(np.uint8, copy=False)
+    if lo < np.iinfo(np.int32).min or hi > np.iinfo(np.int32).max:
+        raise DataError(f"{where}: label values {lo}..{hi} do not fit in int32")
+    return data.astype(np.int32, copy=False)
+
+
+def load_label(path: PathLike) -> tuple[np.ndarray, ImageMeta]:
+    """Read a label map: spatial array of integers (uint8 if values fit in 0..255, else int32)."""
+    img = _open(path)
+    data = _read(img, path)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim > 3:
+        raise DataError(f"{path}: label map has shape {data.shape}; expected a 2D or 3D array")
+    label = as_label_array(data, str(path))
+    return np.ascontiguousarray(label), _meta(img, path, tuple(int(s) for s in label.shape))
+
+
+# --- writing ----------------------------------------------------------------------------------------
+def _default_dtype(array: np.ndarray) -> np.dtype:
+    kind, dt = array.dtype.kind, array.dtype
+    if kind == "b":
+        return np.dtype(np.uint8)
+    if kind == "f":
+        return np.dtype(np.float32) if dt.itemsize != 4 else dt
+    if kind in "iu":
+        if dt.itemsize <= 2:
+            return dt
+        if array.size == 0:
+            return np.dtype(np.uint8)
+        lo, hi = int(array.min()), int(array.max())
+        for candidate in (np.uint8, np.int16, np.int32):
+            info = np.iinfo(candidate)
+            if info.min <= lo and hi <= info.max:
+                return np.dtype(candidate)
+        raise DataError(f"cannot store integer values {lo}..{hi} in NIfTI int32")
+    raise DataError(f"cannot store an array of data type {dt} in NIfTI")
+
+
+def _spacing_from_affine(affine: np.ndarray, n: int) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.sqrt((affine[:3, :n] ** 2).sum(axis=0)))
+
+
+def _make_header(
+    base, data_shape: tuple[int, ...], affine: np.ndarray, spacing_mm: Sequence[float], dtype
+) -> nib.Nifti1Header:
+    """A header for ``data_shape`` (file order) derived from ``base`` (kept: codes, units, descrip)."""
+    hdr = base.copy() if isinstance(base, nib.Nifti1Header) else nib.Nifti1Header()
+    if dtype is not None:
+        hdr.set_data_dtype(dtype)
+    hdr.set_data_shape(data_shape)
+    spacing = tuple(float(s) for s in spacing_mm)
+    hdr.set_zooms(spacing + (1.0,) * (len(data_shape) - len(spacing)))
+    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
+    if qcode == 0 and scode == 0:
+        qcode = scode = 1  # scanner coordinates: a viewer needs one of the two forms to place the image
+    hdr.set_qform(affine, code=qcode)
+    hdr.set_sform(affine, code=scode)
+    # The data are written as they are: no intensity scaling, no display window from the source.
+    hdr.set_slope_inter(np.nan, np.nan)
+    hdr["cal_min"] = 0
+    hdr["cal_max"] = 0
+    if not hdr["xyzt_units"]:
+        hdr.set_xyzt_units("mm")
+    return hdr
+
+
+def save_image(
+    path: PathLike,
+    array: np.ndarray,
+    meta: ImageMeta | None = None,
+    *,
+    affine: np.ndarray | None = None,
+    dtype=None,
+) -> Path:
+    """Write ``array`` as NIfTI (``.nii`` or ``.nii.gz``) atomically; return the path.
+
+    ``array`` is spatial (a label map) or ``(C, *spatial)`` (e.g. probabilities), written with the
+    channels last on disk. With ``meta``, its header, affine, spacing and qform/sform codes are
+    kept, so the result overlays the source image; ``affine`` overrides the affine (spacing is
+    then derived from it). Without ``meta``, a 4D array is ``(C, X, Y, Z)`` and a 2D/3D array
+    is spatial. ``dtype`` defaults to the array's (bool -> uint8, float64 -> float32, wide
+    integers -> the smallest of uint8/int16/int32 that holds the values).
+    """
+    path = Path(path)
+    if not is_nifti(path):
+        raise DataError(f"{path}: NIfTI output needs a .nii or .nii.gz name")
+    array = np.asarray(array)
+    if meta is not None and meta.shape:
+        n_spatial = len(meta.shape)
+        if array.ndim == n_spatial + 1:
+            spatial = array.shape[1:]
+        elif array.ndim == n_spatial:
+            spatial = array.shape
+        else:
+            raise DataError(
+                f"{path}: array of shape {array.shape} does not match the source's spatial shape "
+                f"{meta.shape} (expected {meta.shape} or (C, *{meta.shape}))"
+            )
+        if tuple(spatial) != tuple(meta.shape):
+            raise DataError(
+                f"{path}: array spatial shape {tuple(spatial)} differs from the source's {meta.shape}; "
+                "it would not overlay the source image"
+            )
+        channels_first = array.ndim == n_spatial + 1
+    else:
+        channels_first = array.ndim == 4
+        n_spatial = array.ndim - 1 if channels_first else array.ndim
+    if channels_first:
+        data = np.moveaxis(array, 0, -1)
+        if data.shape[-1] == 1:
+            data = data[..., 0]
+    else:
+        data = array
+    out_dtype = np.dtype(dtype) if dtype is not None else _default_dtype(data)
+    if affine is not None:
+        aff = np.asarray(affine, dtype=np.float64)
+        spacing = _spacing_from_affine(aff, n_spatial)
+    elif meta is not None:
+        aff = np.asarray(meta.affine, dtype=np.float64)
+        spacing = tuple(meta.spacing_mm) if meta.spacing_mm else _spacing_from_affine(aff, n_spatial)
+    else:
+        aff = np.eye(4)
+        spacing = (1.0,) * n_spatial
+    if aff.shape != (4, 4):
+        raise DataError(f"{path}: affine must be 4x4, got {aff.shape}")
+    data = np.ascontiguousarray(data.astype(out_dtype, copy=False))
+    header = _make_header(meta.header if meta is not None else None, data.shape, aff, spacing, out_dtype)
+    img = nib.Nifti1Image(data, aff, header)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+# --- orientation ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reorientation:
+    """What ``reorient`` did: a nibabel orientation transform from the file grid to the target grid.
+
+    ``transform[i] = (j, flip)``: file axis ``i`` became axis ``j``, reversed when ``flip == -1``.
+    ``source`` is the meta of the file grid, so ``undo_reorientation`` restores it exactly.
+    """
+
+    transform: np.ndarray
+    source: ImageMeta
+    target_axcodes: tuple[str, ...]
+
+    @property
+    def is_identity(self) -> bool:
+        n = self.transform.shape[0]
+        return bool(np.array_equal(self.transform, np.column_stack([np.arange(n), np.ones(n)])))
+
+
+def _apply_ornt(array: np.ndarray, ornt: np.ndarray, n_spatial: int) -> np.ndarray:
+    channels = array.ndim == n_spatial + 1
+    if channels:
+        array = np.moveaxis(array, 0, -1)
+    out = nio.apply_orientation(array, ornt)
+    if channels:
+        out = np.moveaxis(out, -1, 0)
+    # apply_orientation returns flipped views; torch.from_numpy refuses negative strides
+    return np.ascontiguousarray(out)
+
+
+def _inverse_ornt(ornt: np.ndarray) -> np.ndarray:
+    inverse = np.empty_like(ornt)
+    for i, (j, flip) in enumerate(ornt):
+        inverse[int(j)] = (i, flip)
+    return inverse
+
+
+def reorient(
+    array: np.ndarray, meta: ImageMeta, axcodes: str | Sequence[str] = "RAS"
+) -> tuple[np.ndarray, ImageMeta, Reorientation]:
+    """Permute/flip the spatial axes so they point along ``axcodes`` (closest canonical for oblique).
+
+    ``array`` is spatial or ``(C, *spatial)``. The returned meta has the matching affine (same
+    world positions: a voxel keeps its world coordinate), permuted spacing and shape.
+    """
+    n = len(meta.shape)
+    if n != 3:
+        raise DataError(f"{meta.path}: reorientation needs a 3D image, got spatial shape {meta.shape}")
+    codes = tuple(axcodes)
+    source = nio.io_orientation(meta.affine)
+    target = nio.axcodes2ornt(codes)
+    transform = nio.ornt_transform(source, target)
+    out = _apply_ornt(np.asarray(array), transform, n)
+    new_affine = meta.affine @ nio.inv_ornt_aff(transform, meta.shape)
+    new_shape = [0] * n
+    new_spacing = [0.0] * n
+    for i, (j, _flip) in enumerate(transform):
+        new_shape[int(j)] = meta.shape[i]
+        new_spacing[int(j)] = meta.spacing_mm[i]
+    new_meta = replace(
+        meta,
+        affine=new_affine,
+        spacing_mm=tuple(new_spacing),
+        shape=tuple(new_shape),
+        header=_make_header(meta.header, tuple(new_shape), new_affine, new_spacing, None)
+        if meta.header is not None
+        else None,
+    )
+    return out, new_meta, Reorientation(transform=transform, source=meta, target_axcodes=codes)
+
+
+def reorient_to_ras(array: np.ndarray, meta: ImageMeta) -> tuple[np.ndarray, ImageMeta, Reorientation]:
+    """``reorient(array, meta, "RAS")``: axes point Right, Anterior, Superior (nibabel's canonical)."""
+    return reorient(array, meta, "RAS")
+
+
+def undo_reorientation(array: np.ndarray, reorientation: Reorientation) -> tuple[np.ndarray, ImageMeta]:
+    """Map an array on the reoriented grid (spatial or ``(C, *spatial)``) back to the file grid.
+
+    Returns the array in file voxel order and the source meta, ready for ``save_image``.
+    """
+    n = reorientation.transform.shape[0]
+    back = _apply_ornt(np.asarray(array), _inverse_ornt(reorientation.transform), n)
+    return back, reorientation.source
