@@ -39,6 +39,55 @@ class ModelConfig:
     checkpointing: bool = False
 
 
+@dataclass
+class PreprocessConfig:
+    """Per-case preprocessing, applied once when a case is loaded (and cached).
+
+    ``normalization``: ``"zscore_nonzero"`` (per channel, statistics and output inside the non-zero
+    region: skull-stripped MRI), ``"zscore"`` (whole volume, e.g. CT) or ``"none"``.
+    ``clip_percentiles``: clip each channel to these percentiles first, e.g. ``[0.5, 99.5]`` (CT).
+    ``target_spacing_mm``: resample every case to this voxel size (None: keep the file's).
+    """
+
+    normalization: str = "zscore_nonzero"
+    clip_percentiles: tuple[float, ...] | None = None
+    target_spacing_mm: tuple[float, ...] | None = None
+
+
+@dataclass
+class AugmentConfig:
+    """Training patches: foreground oversampling and augmentation (probabilities are per patch).
+
+    All spatial changes (crop, rotation, zoom, elastic, mirror) are fused into one sampling grid.
+    ``fg_fraction``: share of patches centred on a foreground voxel, the class chosen uniformly
+    among the classes present so rare classes are seen. ``rotate_deg``: up to +/- this about each
+    axis. ``zoom_range``: > 1 enlarges anatomy. ``elastic_grid_mm``/``elastic_std_mm``: B-spline
+    control spacing and displacement std. ``flip_axes``: axes that may be mirrored (default: axis
+    0, left-right in BraTS/RAS-like data). ``label_mode``: ``"nearest"`` or ``"linear"`` (per-class
+    linear + argmax).
+    """
+
+    fg_fraction: float = 0.33
+    p_rotate: float = 0.2
+    rotate_deg: float = 15.0
+    p_zoom: float = 0.2
+    zoom_range: tuple[float, ...] = (0.85, 1.15)
+    p_elastic: float = 0.2
+    elastic_grid_mm: float = 24.0
+    elastic_std_mm: float = 2.0
+    flip_axes: tuple[int, ...] = (0,)
+    p_flip: float = 0.5
+    p_gamma: float = 0.3
+    gamma_range: tuple[float, ...] = (0.7, 1.5)
+    p_scale: float = 0.15
+    scale_range: tuple[float, ...] = (0.75, 1.25)
+    p_shift: float = 0.15
+    shift_range: tuple[float, ...] = (-0.1, 0.1)
+    p_noise: float = 0.1
+    noise_std_range: tuple[float, ...] = (0.0, 0.1)
+    label_mode: str = "nearest"
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as plain data (tuples become lists) that YAML, JSON and ``torch.load`` accept."""
 
@@ -188,7 +237,9 @@ def save_yaml(path: str | Path, obj: Any) -> None:
 
 
 __all__ = [
+    "AugmentConfig",
     "ModelConfig",
+    "PreprocessConfig",
     "apply_overrides",
     "field",
     "from_dict",
