@@ -1,0 +1,496 @@
+"""Case-level and folder-level evaluation: every metric per class or region, per-case CSV, summary JSON.
+
+``evaluate_case`` takes two label maps (integer arrays, numpy or torch) and returns
+``{target: {metric: value}}`` where a target is a class (one label value) or a region (a set of label
+values, e.g. BraTS WT = {1, 2, 4}). ``evaluate_folders`` matches two folders of NIfTI label maps by
+case id, checks that each pair has the same grid, and writes ``metrics_per_case.csv`` and
+``summary.json`` atomically. Conventions: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from attnseg.errors import ConfigError, DataError
+from attnseg.io.atomic import atomic_write_text
+from attnseg.io.nifti import is_nifti, load_label, strip_nifti_suffix
+from attnseg.metrics.lesions import lesion_metrics
+from attnseg.metrics.overlap import confusion, overlap_metrics_from_confusion, resolve_spacing
+from attnseg.metrics.surface import (
+    CONVENTIONS,
+    bounding_box,
+    hd_key,
+    surface_metrics,
+    volume_diagonal_mm,
+)
+
+# Label values of each region. BraTS 2017-2020: 1 NCR/NET, 2 ED, 4 ET. BraTS 2012-2015: 1 necrosis,
+# 2 oedema, 3 non-enhancing, 4 enhancing. BraTS 2023+: 1 NCR, 2 ED, 3 ET.
+REGION_PRESETS: dict[str, dict[str, tuple[int, ...]]] = {
+    "brats": {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)},
+    "brats2015": {"WT": (1, 2, 3, 4), "TC": (1, 3, 4), "ET": (4,)},
+    "brats2023": {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)},
+}
+
+Targets = dict[str, tuple[int, ...]]
+ClassesArg = Mapping[str, int] | Sequence[int] | None
+RegionsArg = str | Mapping[str, Iterable[int]] | None
+
+
+# --- targets ----------------------------------------------------------------------------------------
+def resolve_targets(
+    classes: ClassesArg = None, regions: RegionsArg = None, present: Callable[[], Iterable[int]] | None = None
+) -> Targets:
+    """Name -> label values. ``classes``: label values (named by their value) or {name: value};
+    ``regions``: a preset name (``brats``, ``brats2015``, ``brats2023``) or {name: [values]};
+    neither: every non-zero label value returned by ``present()``."""
+    if classes is not None and regions is not None:
+        raise ConfigError("give either classes or regions, not both")
+    if regions is not None:
+        if isinstance(regions, str):
+            if regions not in REGION_PRESETS:
+                raise ConfigError(
+                    f"unknown region preset {regions!r}; choose one of {sorted(REGION_PRESETS)}"
+                )
+            return dict(REGION_PRESETS[regions])
+        targets = {str(k): tuple(int(v) for v in vals) for k, vals in regions.items()}
+    elif classes is not None:
+        if isinstance(classes, Mapping):
+            targets = {str(k): (int(v),) for k, v in classes.items()}
+        else:
+            targets = {str(int(v)): (int(v),) for v in classes}
+    else:
+        values = sorted({int(v) for v in (present() if present else ())} - {0})
+        targets = {str(v): (v,) for v in values}
+    for name, vals in targets.items():
+        if not vals:
+            raise ConfigError(f"target {name!r} has no label values")
+    return targets
+
+
+def _as_labels(x: object, name: str) -> np.ndarray:
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.dtype == bool:
+        return arr.view(np.uint8)
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.rint(arr)):
+            raise DataError(f"{name}: label map has non-integer values")
+        return arr.astype(np.int32)
+    if arr.dtype.kind not in "iu":
+        raise DataError(f"{name}: label map has data type {arr.dtype}; expected integers")
+    return arr
+
+
+def _present_labels(*arrays: np.ndarray) -> set[int]:
+    values: set[int] = set()
+    for a in arrays:
+        if a.dtype.kind == "u" and a.dtype.itemsize <= 2:  # bincount is far faster than a sort
+            values |= {int(v) for v in np.flatnonzero(np.bincount(a.ravel()))}
+        else:
+            values |= {int(v) for v in np.unique(a)}
+    return values
+
+
+def _select(labels: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
+    if len(values) == 1:
+        return labels == values[0]
+    return np.isin(labels, values)
+
+
+# --- one case ---------------------------------------------------------------------------------------
+def evaluate_case(
+    pred_labels: object,
+    truth_labels: object,
+    spacing_mm: float | Sequence[float] | None = None,
+    *,
+    classes: ClassesArg = None,
+    regions: RegionsArg = None,
+    percentile: float = 95.0,
+    hd_convention: str = "max",
+    lesions: bool = True,
+    small_lesion_diameter_mm: float = 5.0,
+    connectivity: int | None = None,
+    empty_distance_mm: float | None = None,
+    method: str = "auto",
+    threads: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Every metric for every class/region of one case: ``{target: {metric: value}}``.
+
+    Metrics: dice, iou, sensitivity, specificity, precision, fpr, fnr, voxel counts, volumes (mm^3,
+    ml, relative), hd_mm, hd95_mm (``hd{percentile}_mm``), assd_mm and, with ``lesions``, lesion
+    counts and detection rates. Distances are in mm using ``spacing_mm`` (per array axis). When a
+    mask is empty in one map only, distances are ``empty_distance_mm`` (default: the volume's
+    diagonal). No value is ever NaN.
+    """
+    pred = _as_labels(pred_labels, "prediction")
+    truth = _as_labels(truth_labels, "truth")
+    if pred.shape != truth.shape:
+        raise DataError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+    if pred.ndim not in (2, 3):
+        raise DataError(f"label maps must be 2D or 3D, got shape {truth.shape}")
+    if hd_convention not in CONVENTIONS:
+        raise ConfigError(f"hd_convention must be one of {CONVENTIONS}, got {hd_convention!r}")
+    spacing = resolve_spacing(spacing_mm, pred.ndim)
+    voxel_mm3 = float(np.prod(spacing))
+    n_total = int(truth.size)
+    worst_mm = (
+        volume_diagonal_mm(truth.shape, spacing) if empty_distance_mm is None else float(empty_distance_mm)
+    )
+
+    # Every non-background target lies inside the box of non-zero labels of either map; working in
+    # that box is exact (the voxels outside are true negatives, and the box edge is background).
+    foreground = (pred != 0) | (truth != 0)
+    box = bounding_box(foreground)
+    if box is None:
+        box = tuple(slice(0, 1) for _ in truth.shape)  # both maps all background
+    pc, tc = pred[box], truth[box]
+    targets = resolve_targets(classes, regions, present=lambda: _present_labels(pc, tc))
+    if any(0 in vals for vals in targets.values()):
+        pc, tc = pred, truth  # background is a target: the whole volume matters
+
+    out: dict[str, dict[str, float]] = {}
+    for name, vals in targets.items():
+        pm, tm = _select(pc, vals), _select(tc, vals)
+        row = overlap_metrics_from_confusion(confusion(pm, tm, n_total), voxel_mm3)
+        row.update(
+            surface_metrics(
+                pm,
+                tm,
+                spacing,
+                percentile=percentile,
+                convention=hd_convention,
+                empty_distance_mm=worst_mm,
+                method=method,
+                threads=threads,
+            )
+        )
+        if lesions:
+            row.update(
+                lesion_metrics(
+                    pm,
+                    tm,
+                    spacing,
+                    small_lesion_diameter_mm=small_lesion_diameter_mm,
+                    connectivity=connectivity,
+                )
+            )
+        bad = [k for k, v in row.items() if not math.isfinite(v)]
+        if bad:  # a bug, not a data problem: every convention above is finite
+            raise AssertionError(f"non-finite metrics {bad} for target {name}")
+        out[name] = row
+    return out
+
+
+def empty_target_metrics(ndim: int = 3, **options) -> dict[str, float]:
+    """The metrics of a target absent from both maps (Dice 1, distances 0, ...), for filling in."""
+    zeros = np.zeros((1,) * ndim, dtype=np.uint8)
+    return evaluate_case(zeros, zeros, classes={"x": 1}, **options)["x"]
+
+
+# --- folders ----------------------------------------------------------------------------------------
+LABEL_SUFFIXES = ("_seg", "-seg", "_label", "_labels", "_gt", "_mask")
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and is_nifti(path) and not path.name.startswith(".")
+
+
+def _case_id(name: str) -> str:
+    stem = strip_nifti_suffix(name)
+    for suffix in LABEL_SUFFIXES:
+        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _looks_like_label(name: str) -> bool:
+    stem = strip_nifti_suffix(name).lower()
+    return stem in ("seg", "label", "labels", "gt", "mask") or stem.endswith(LABEL_SUFFIXES)
+
+
+def find_label_files(folder: str | Path, pattern: str | None = None) -> dict[str, Path]:
+    """Case id -> label map file in ``folder``.
+
+    Accepted layouts: NIfTI files directly in the folder (case id = file name without ``.nii[.gz]``
+    and without a ``_seg``/``-seg``/``_label``/``_gt``/``_mask`` suffix); an MSD/nnU-Net folder with
+    ``labelsTr/``; or one sub-folder per case (case id = folder name) holding one label map, found by
+    ``pattern`` (a glob on file names, e.g. ``"*OTMultiClass*"``), else the one file whose name ends
+    in ``_seg``/``_label``/..., else the folder's only NIfTI file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder")
+    direct = sorted(p for p in folder.iterdir() if _is_nifti(p) and (pattern is None or p.match(pattern)))
+    if not direct and (folder / "labelsTr").is_dir():
+        return find_label_files(folder / "labelsTr", pattern)
+    found: dict[str, Path] = {}
+    if direct:
+        for path in direct:
+            cid = _case_id(path.name)
+            if cid in found:
+                raise DataError(f"{folder}: two files for case {cid!r}: {found[cid].name} and {path.name}")
+            found[cid] = path
+        return found
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in sub.iterdir() if _is_nifti(p))
+        if pattern is not None:
+            chosen = [p for p in files if p.match(pattern)]
+        else:
+            chosen = [p for p in files if _looks_like_label(p.name)] or (files if len(files) == 1 else [])
+        if len(chosen) > 1:
+            names = ", ".join(p.name for p in chosen)
+            raise DataError(f"{sub}: several candidate label maps ({names}); pass a file-name pattern")
+        if chosen:
+            found[sub.name] = chosen[0]
+    if not found:
+        raise DataError(
+            f"{folder}: no NIfTI label maps found (expected *.nii.gz files, a labelsTr/ folder, or one "
+            f"folder per case holding a *_seg.nii.gz file)"
+        )
+    return found
+
+
+@dataclass
+class EvaluationResult:
+    per_case: dict[str, dict[str, dict[str, float]]]  # case id -> target -> metric -> value
+    summary: dict
+    csv_path: Path | None = None
+    json_path: Path | None = None
+    missing_predictions: list[str] = field(default_factory=list)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def evaluate_folders(
+    pred_dir: str | Path,
+    truth_dir: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    classes: ClassesArg = None,
+    regions: RegionsArg = None,
+    truth_pattern: str | None = None,
+    percentile: float = 95.0,
+    hd_convention: str = "max",
+    lesions: bool = True,
+    small_lesion_diameter_mm: float = 5.0,
+    connectivity: int | None = None,
+    affine_atol_mm: float = 1e-3,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Evaluate every prediction in ``pred_dir`` against its truth in ``truth_dir`` (matched by case id).
+
+    Each prediction must have a truth (DataError otherwise); truths without a prediction are listed
+    in ``missing_predictions`` and not evaluated. The two maps of a case must have the same shape and
+    affine (within ``affine_atol_mm``). Spacing comes from the truth's header. With neither
+    ``classes`` nor ``regions``, the targets are every non-zero label value found in any map, and a
+    target absent from both maps of a case gets the both-empty values (Dice 1, distances 0).
+    Writes ``metrics_per_case.csv`` and ``summary.json`` into ``out_dir`` when given.
+    """
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        for src in (pred_dir, truth_dir):
+            if _inside(out_dir, src):
+                raise ConfigError(f"{out_dir}: the output folder must not be inside the input folder {src}")
+    preds = find_label_files(pred_dir)
+    truths = find_label_files(truth_dir, truth_pattern)
+    orphans = sorted(set(preds) - set(truths))
+    if orphans:
+        shown = ", ".join(orphans[:5]) + (" ..." if len(orphans) > 5 else "")
+        raise DataError(f"{pred_dir}: {len(orphans)} prediction(s) have no truth in {truth_dir}: {shown}")
+    missing = sorted(set(truths) - set(preds))
+    case_ids = sorted(preds)
+    options = dict(
+        percentile=percentile,
+        hd_convention=hd_convention,
+        lesions=lesions,
+        small_lesion_diameter_mm=small_lesion_diameter_mm,
+        connectivity=connectivity,
+    )
+    resolve_targets(classes, regions)  # fail on a bad preset before reading any file
+
+    iterator: Iterable[str] = case_ids
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(case_ids, desc="evaluate", unit="case")
+    per_case: dict[str, dict[str, dict[str, float]]] = {}
+    ndim = 3
+    for cid in iterator:
+        pred, pmeta = load_label(preds[cid])
+        truth, tmeta = load_label(truths[cid])
+        if pred.shape != truth.shape:
+            raise DataError(
+                f"case {cid}: prediction {preds[cid]} has shape {pred.shape}, truth {truths[cid]} has {truth.shape}"
+            )
+        if not np.allclose(pmeta.affine, tmeta.affine, rtol=0, atol=affine_atol_mm):
+            raise DataError(
+                f"case {cid}: prediction {preds[cid]} and truth {truths[cid]} have different affines "
+                f"(voxel grids); max difference {np.abs(pmeta.affine - tmeta.affine).max():.4g} mm"
+            )
+        ndim = truth.ndim
+        per_case[cid] = evaluate_case(
+            pred, truth, tmeta.spacing_mm, classes=classes, regions=regions, **options
+        )
+
+    if classes is None and regions is None:  # union of labels: fill targets absent from a case
+        names = sorted({n for rows in per_case.values() for n in rows}, key=int)
+        empty = empty_target_metrics(ndim, **options)
+        per_case = {cid: {n: rows.get(n, dict(empty)) for n in names} for cid, rows in per_case.items()}
+        targets = {n: [int(n)] for n in names}
+    else:
+        targets = {k: list(v) for k, v in resolve_targets(classes, regions).items()}
+
+    settings = {"pred_dir": str(pred_dir), "truth_dir": str(truth_dir), "targets": targets, **options}
+    summary = summarize(per_case, settings=settings, missing_predictions=missing)
+    result = EvaluationResult(per_case=per_case, summary=summary, missing_predictions=missing)
+    if out_dir is not None:
+        result.csv_path = out_dir / "metrics_per_case.csv"
+        result.json_path = out_dir / "summary.json"
+        atomic_write_text(result.csv_path, per_case_csv(per_case))
+        atomic_write_text(result.json_path, json.dumps(summary, indent=2) + "\n")
+    return result
+
+
+# --- summary and output -----------------------------------------------------------------------------
+POOLED_COUNTS = (
+    "tp_vox",
+    "fp_vox",
+    "fn_vox",
+    "n_truth_lesions",
+    "n_pred_lesions",
+    "n_detected_lesions",
+    "n_fp_lesions",
+    "n_small_lesions",
+    "n_small_detected",
+)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,  # sample standard deviation
+        "median": float(np.median(a)),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
+
+
+def _pooled(rows: list[Mapping[str, float]]) -> dict[str, float]:
+    """Sums over cases, and the rates computed from the sums (each case weighted by its size)."""
+    if not rows or not all(k in rows[0] for k in ("tp_vox", "fp_vox", "fn_vox")):
+        return {}
+    tot = {k: float(sum(r[k] for r in rows)) for k in POOLED_COUNTS if k in rows[0]}
+    tp, fp, fn = tot["tp_vox"], tot["fp_vox"], tot["fn_vox"]
+    pooled = dict(tot)
+    pooled["dice_global"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    if "n_truth_lesions" in tot:
+        n_t, n_p = tot["n_truth_lesions"], tot["n_pred_lesions"]
+        n_s = tot["n_small_lesions"]
+        pooled["lesion_sensitivity"] = tot["n_detected_lesions"] / n_t if n_t else 1.0
+        pooled["lesion_precision"] = (n_p - tot["n_fp_lesions"]) / n_p if n_p else 1.0
+        pooled["small_lesion_sensitivity"] = tot["n_small_detected"] / n_s if n_s else 1.0
+        pooled["small_lesion_fnr"] = 1.0 - pooled["small_lesion_sensitivity"] if n_s else 0.0
+    return pooled
+
+
+def summarize(
+    per_case: Mapping[str, Mapping[str, Mapping[str, float]]],
+    *,
+    settings: Mapping | None = None,
+    missing_predictions: Sequence[str] = (),
+) -> dict:
+    """Mean, sample std, median, min, max of every metric per target, plus pooled counts and rates."""
+    targets: dict[str, list[Mapping[str, float]]] = {}
+    for rows in per_case.values():
+        for name, row in rows.items():
+            targets.setdefault(name, []).append(row)
+    return {
+        "n_cases": len(per_case),
+        "cases": list(per_case),
+        "missing_predictions": list(missing_predictions),
+        "settings": dict(settings or {}),
+        "targets": {
+            name: {metric: _stats([r[metric] for r in rows]) for metric in rows[0]}
+            for name, rows in targets.items()
+        },
+        "pooled": {name: _pooled(rows) for name, rows in targets.items()},
+    }
+
+
+def per_case_csv(per_case: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """Long format: one line per (case, target), one column per metric."""
+    metrics: list[str] = []
+    for rows in per_case.values():
+        for row in rows.values():
+            metrics.extend(m for m in row if m not in metrics)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case_id", "target", *metrics])
+    for cid, rows in per_case.items():
+        for name, row in rows.items():
+            writer.writerow([cid, name, *(repr(float(row[m])) if m in row else "" for m in metrics)])
+    return buf.getvalue()
+
+
+PRINTED_METRICS = (
+    "dice",
+    "iou",
+    "hd95_mm",
+    "hd_mm",
+    "assd_mm",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "fpr",
+    "fnr",
+    "volume_diff_ml",
+    "volume_diff_rel",
+    "lesion_sensitivity",
+    "lesion_precision",
+    "small_lesion_sensitivity",
+)
+
+
+def format_summary(summary: Mapping, metrics: Sequence[str] | None = None) -> str:
+    """The summary as a plain-text table: mean, std and median per target and metric."""
+    percentile = summary.get("settings", {}).get("percentile", 95.0)
+    wanted = [hd_key(percentile) if m == "hd95_mm" else m for m in (metrics or PRINTED_METRICS)]
+    lines = [f"{summary['n_cases']} case(s)"]
+    header = f"{'target':<10} {'metric':<26} {'mean':>10} {'std':>10} {'median':>10}"
+    lines += [header, "-" * len(header)]
+    for name, stats in summary["targets"].items():
+        first = True
+        for metric in wanted:
+            if metric not in stats:
+                continue
+            s = stats[metric]
+            label = name if first else ""
+            lines.append(
+                f"{label:<10} {metric:<26} {s['mean']:>10.4g} {s['std']:>10.4g} {s['median']:>10.4g}"
+            )
+            first = False
+        pooled = summary.get("pooled", {}).get(name, {})
+        if "small_lesion_sensitivity" in pooled:
+            lines.append(
+                f"{'':<10} {'pooled over cases':<26} lesions {pooled['n_detected_lesions']:.0f}/"
+                f"{pooled['n_truth_lesions']:.0f} detected, small (<{summary['settings'].get('small_lesion_diameter_mm', 5):g} mm) "
+                f"{pooled['n_small_detected']:.0f}/{pooled['n_small_lesions']:.0f}, "
+                f"{pooled['n_fp_lesions']:.0f} false-positive lesions, global Dice {pooled['dice_global']:.4f}"
+            )
+    return "\n".join(lines)
