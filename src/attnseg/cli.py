@@ -33,8 +33,56 @@ def _smoke_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- evaluate: metrics of predicted label maps against the truth ----------------------------------
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pred", help="folder of predicted label maps (NIfTI, one per case)")
+    p.add_argument("truth", help="truth label maps: NIfTI files, a labelsTr/ folder, or one folder per case")
+    p.add_argument("--out", help="write metrics_per_case.csv and summary.json into this folder")
+    targets = p.add_mutually_exclusive_group()
+    targets.add_argument("--regions", help="preset (brats, brats2015, brats2023) or WT=1+2+4,TC=1+4,ET=4")
+    targets.add_argument("--labels", help="classes: 1,2,4 or ncr=1,ed=2 (default: all non-zero labels)")
+    p.add_argument("--percentile", type=float, default=95.0, help="Hausdorff percentile (default 95)")
+    p.add_argument(
+        "--hd-convention",
+        choices=["max", "pooled"],
+        default="max",
+        help="max: larger of the two directed percentiles (MONAI); pooled: percentile of both sets (medpy)",
+    )
+    p.add_argument("--small-lesion-mm", type=float, default=5.0, help="small-lesion diameter (default 5 mm)")
+    p.add_argument("--no-lesions", action="store_true", help="skip the lesion-wise metrics")
+    p.add_argument("--truth-pattern", help="file-name glob of the label map inside per-case truth folders")
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    """Compare predicted label maps with the truth: Dice, HD95, ASSD, rates, lesion detection."""
+    from attnseg.metrics.evaluate import evaluate_folders, format_summary, parse_classes, parse_regions
+
+    result = evaluate_folders(
+        args.pred,
+        args.truth,
+        out_dir=args.out,
+        regions=parse_regions(args.regions) if args.regions else None,
+        classes=parse_classes(args.labels) if args.labels else None,
+        truth_pattern=args.truth_pattern,
+        percentile=args.percentile,
+        hd_convention=args.hd_convention,
+        lesions=not args.no_lesions,
+        small_lesion_diameter_mm=args.small_lesion_mm,
+        progress=sys.stderr.isatty(),
+    )
+    print(format_summary(result.summary))
+    missing = result.missing_predictions
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        print(f"note: {len(missing)} truth case(s) have no prediction and were not evaluated: {shown}")
+    if result.csv_path:
+        print(f"wrote {result.csv_path} and {result.json_path}")
+    return 0
+
+
 COMMANDS: list[Command] = [
     ("smoke", _smoke_args, _smoke_run),
+    ("evaluate", _evaluate_args, _evaluate_run),
 ]
 
 

@@ -76,6 +76,38 @@ def resolve_targets(
     return targets
 
 
+def parse_regions(text: str) -> str | dict[str, tuple[int, ...]]:
+    """``--regions`` text: a preset name (``brats``) or ``WT=1+2+4,TC=1+4,ET=4``."""
+    text = text.strip()
+    if "=" not in text:
+        if text not in REGION_PRESETS:
+            raise ConfigError(
+                f"--regions {text!r}: unknown preset; choose one of {sorted(REGION_PRESETS)} or give NAME=1+2,..."
+            )
+        return text
+    regions: dict[str, tuple[int, ...]] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, values = item.partition("=")
+        try:
+            regions[name.strip()] = tuple(int(v) for v in values.split("+"))
+        except ValueError:
+            raise ConfigError(f"--regions {item!r}: expected NAME=VALUE+VALUE..., e.g. WT=1+2+4") from None
+        if not name.strip():
+            raise ConfigError(f"--regions {item!r}: missing region name")
+    return regions
+
+
+def parse_classes(text: str) -> list[int] | dict[str, int]:
+    """``--labels`` text: ``1,2,4`` (named by value) or ``ncr=1,ed=2,et=4``."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        if all("=" in t for t in items):
+            return {t.partition("=")[0].strip(): int(t.partition("=")[2]) for t in items}
+        return [int(t) for t in items]
+    except ValueError:
+        raise ConfigError(f"--labels {text!r}: expected 1,2,4 or name=1,name=2") from None
+
+
 def _as_labels(x: object, name: str) -> np.ndarray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
