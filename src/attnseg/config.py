@@ -88,6 +88,117 @@ class AugmentConfig:
     label_mode: str = "nearest"
 
 
+@dataclass
+class DataConfig:
+    """Which cases train and validate, and how patches are batched.
+
+    ``split``: ``"kfold"`` (fold ``fold`` of ``folds``, seeded by ``split_seed``) or a path to a
+    splits JSON (``attnseg.datasets.splits`` format; ``fold`` picks the entry). ``patch_size``:
+    voxels per axis; None = derived from the median case shape within ``patch_budget_vox`` voxels.
+    ``target``: ``"auto"`` (regions if the dataset declares them, else classes), ``"labels"``
+    (softmax over classes) or ``"regions"`` (sigmoid per overlapping region). ``max_val_cases``
+    caps how many validation volumes are predicted each time (0 = all).
+    """
+
+    layout: str = "auto"
+    split: str = "kfold"
+    folds: int = 5
+    fold: int = 0
+    split_seed: int = 0
+    patch_size: tuple[int, ...] | None = None
+    patch_budget_vox: int = 128**3
+    batch_size: int = 2
+    num_workers: int = 0
+    target: str = "auto"
+    max_val_cases: int = 0
+
+
+@dataclass
+class LossConfig:
+    """``name``: ``dice_ce`` (default), ``dice_focal``, ``dice``, ``ce`` or ``focal`` (see
+    ``attnseg.losses``). ``class_weights``: one per output channel, or None."""
+
+    name: str = "dice_ce"
+    include_background: bool = False
+    batch_dice: bool = True
+    smooth: float = 1e-5
+    lambda_dice: float = 1.0
+    lambda_other: float = 1.0
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    class_weights: tuple[float, ...] | None = None
+    ds_include_lowest: bool = True
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (per iteration, see ``attnseg.training.schedules``).
+
+    ``name``: ``"adamw"`` or ``"sgd"`` (Nesterov, ``momentum``). ``schedule``: ``"cosine"`` (linear
+    warm-up then cosine), ``"poly"`` or ``"constant"``. ``grad_clip_norm``: clip the global gradient
+    norm (None = off). ``grad_accum``: micro-batches per optimiser step.
+    """
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.99
+    schedule: str = "cosine"
+    warmup_iters: int = 50
+    min_lr: float = 0.0
+    poly_power: float = 0.9
+    grad_clip_norm: float | None = 12.0
+    grad_accum: int = 1
+
+
+@dataclass
+class TrainConfig:
+    """The loop: length, precision, validation, checkpoints and the training tips.
+
+    An epoch is ``iters_per_epoch`` optimiser steps (0 = one pass over the training cases).
+    ``precision``: ``"auto"`` (bf16 autocast on CPUs and GPUs that support it, else fp16 with a
+    GradScaler on CUDA, else fp32), ``"bf16"``, ``"fp16"`` (CUDA only) or ``"fp32"``.
+    ``freeze_gates_epochs``: attention-gate weights are frozen for the first N epochs.
+    ``multiscale``: ``[low, high]`` patch scale range drawn per batch (sizes stay multiples of the
+    network stride), or None. ``deep_supervision``: train the model's deep-supervision heads.
+    ``val_every``: validate on whole volumes every K epochs (0 = never); the best checkpoint is the
+    one with the highest mean validation Dice. ``early_stop_patience``: stop after this many
+    validations without improvement (None = never). ``nan_policy``: ``"stop"`` (raise, naming the
+    iteration) or ``"skip"`` (drop the batch; stop after ``max_skipped_batches`` in a row).
+    ``time_limit_s``: stop cleanly (with a checkpoint) once this wall-clock budget is spent.
+    """
+
+    epochs: int = 50
+    iters_per_epoch: int = 250
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    freeze_gates_epochs: int = 0
+    multiscale: tuple[float, ...] | None = None
+    deep_supervision: bool = False
+    val_every: int = 1
+    val_overlap: float = 0.5
+    val_batch_size: int = 2
+    early_stop_patience: int | None = None
+    nan_policy: str = "stop"
+    max_skipped_batches: int = 10
+    time_limit_s: float | None = None
+    progress: bool = True
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs besides the data folder: saved as the run's ``config.yaml``."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as plain data (tuples become lists) that YAML, JSON and ``torch.load`` accept."""
 
@@ -238,8 +349,13 @@ def save_yaml(path: str | Path, obj: Any) -> None:
 
 __all__ = [
     "AugmentConfig",
+    "DataConfig",
+    "LossConfig",
     "ModelConfig",
+    "OptimConfig",
     "PreprocessConfig",
+    "RunConfig",
+    "TrainConfig",
     "apply_overrides",
     "field",
     "from_dict",
