@@ -80,9 +80,51 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- check: dataset integrity report ----------------------------------------------------------------
+def _check_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="dataset folder")
+    p.add_argument("--layout", default="auto", help="auto, msd, nnunet, brats, folder, paired or slices2d")
+    p.add_argument(
+        "--channels", nargs="+", help="BraTS names (flair t1), file patterns ('*flair*') or channel numbers"
+    )
+    p.add_argument("--label", help="label file pattern for folder-per-case data, e.g. '*seg*'")
+    p.add_argument("--preset", help="a named folder form, e.g. brats2015-deepmedic")
+    p.add_argument("--year", help="BraTS edition, for its label values (2015, 2018, 2023, ...)")
+    p.add_argument("--labels", help="declared label values, comma-separated, e.g. 0,1,2")
+    p.add_argument("--no-labels", action="store_true", help="cases without a label are fine (test images)")
+    p.add_argument("--workers", type=int, default=1, help="reader threads (default 1)")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+
+
+def _check_run(args: argparse.Namespace) -> int:
+    """Check a dataset's integrity (missing/unreadable files, shape/affine/channel/label problems)."""
+    from attnseg.datasets.check import check
+    from attnseg.errors import ConfigError
+
+    options: dict = {}
+    for key in ("channels", "label", "preset", "year"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    if args.labels:
+        try:
+            options["labels"] = [int(v) for v in args.labels.split(",") if v.strip()]
+        except ValueError as exc:
+            raise ConfigError(f"--labels: expected comma-separated integers, got {args.labels!r}") from exc
+    report = check(args.data, args.layout, require_labels=not args.no_labels, workers=args.workers, **options)
+    print(report.format())
+    if args.json:
+        import json
+
+        from attnseg.io.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=1) + "\n")
+    return 0 if report.ok else 1
+
+
 COMMANDS: list[Command] = [
     ("smoke", _smoke_args, _smoke_run),
     ("evaluate", _evaluate_args, _evaluate_run),
+    ("check", _check_args, _check_run),
 ]
 
 

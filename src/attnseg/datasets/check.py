@@ -1,0 +1,458 @@
+"""Dataset integrity check (``attnseg check DATA``), in the spirit of nnU-Net's dataset verification.
+
+For every case it reports, naming the case and the file:
+
+- ``missing_image`` / ``missing_label``: a listed or expected file does not exist (or a label has
+  no image);
+- ``unreadable``: the header or the data cannot be read; a truncated or corrupt ``.gz`` is found
+  because every file is decompressed in full once (gzip checks length and CRC);
+- ``shape_mismatch`` / ``affine_mismatch``: channel files or image and label are not on one voxel
+  grid (affines compared to ``AFFINE_ATOL`` mm);
+- ``channel_count``: the case has a different number of channels than the dataset declares (or,
+  when nothing is declared, than most cases);
+- ``nan_inf``: image voxels that are NaN or infinite;
+- ``bad_label_values``: non-integer, negative or non-finite label values;
+- ``undeclared_labels``: label values outside those declared. When the layout declares none
+  (paired folders), the usual values are inferred: those present in at least
+  ``max(2, 10 % of labelled cases)`` cases; a value seen in fewer cases is reported, and the message
+  says how to declare the labels instead;
+- discovery findings (labels without images, ambiguous patterns, counts that disagree with
+  ``dataset.json``).
+
+Speed: headers are read first (shape, affine: a few hundred bytes each); then each file is
+decompressed exactly once, into memory, and checked from that buffer.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from attnseg.datasets.base import Case, Dataset, Problem, spatial_dims_of
+from attnseg.errors import DataError
+from attnseg.io.images2d import load_image2d, load_mask2d, read_size2d
+from attnseg.io.nifti import AFFINE_ATOL, is_nifti
+
+RARE_FRACTION = 0.10
+
+
+@dataclass
+class CaseInfo:
+    case_id: str
+    channels: int | None = None
+    shape: tuple[int, ...] | None = None
+    spacing_mm: tuple[float, ...] | None = None
+    spatial_dims: int | None = None
+    label_voxels: dict[int, int] | None = None  # value -> voxel count
+    label_path: str | None = None
+
+
+@dataclass
+class CheckReport:
+    """The outcome of ``check_dataset``: problems (empty when the dataset passes) and a summary."""
+
+    root: str
+    layout: str
+    n_cases: int
+    channel_names: list[str]
+    declared_labels: list[int] | None
+    inferred_labels: list[int] | None
+    problems: list[Problem]
+    seconds: float
+    label_case_counts: dict[int, int] = field(default_factory=dict)  # value -> number of cases with it
+    shape_range: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    spacings_mm: list[tuple[float, ...]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def bad_cases(self) -> list[str]:
+        return sorted({p.case_id for p in self.problems if p.case_id is not None})
+
+    def format(self) -> str:
+        """Human-readable report: one line per problem, then a summary."""
+        lines = [f"attnseg check {self.root} (layout {self.layout}, {self.n_cases} cases)"]
+        lines.append(f"  channels: {len(self.channel_names)} {self.channel_names}")
+        if self.declared_labels is not None:
+            lines.append(f"  labels declared: {self.declared_labels}")
+        elif self.inferred_labels is not None:
+            lines.append(f"  labels (none declared; inferred from the cases): {self.inferred_labels}")
+        if self.label_case_counts:
+            seen = ", ".join(f"{v}: {n}" for v, n in sorted(self.label_case_counts.items()))
+            lines.append(f"  label values seen (value: cases): {seen}")
+        if self.shape_range:
+            lines.append(f"  spatial shape from {self.shape_range[0]} to {self.shape_range[1]}")
+        if self.spacings_mm:
+            shown = ", ".join(str(tuple(round(s, 3) for s in sp)) for sp in self.spacings_mm[:4])
+            more = f" and {len(self.spacings_mm) - 4} more" if len(self.spacings_mm) > 4 else ""
+            lines.append(f"  spacing (mm): {shown}{more}")
+        for p in self.problems:
+            lines.append(f"FAIL {p}")
+        if self.ok:
+            lines.append(f"OK: {self.n_cases} cases passed in {self.seconds:.2f} s")
+        else:
+            bad = self.bad_cases
+            lines.append(
+                f"{len(self.problems)} problem(s) in {len(bad)} of {self.n_cases} cases"
+                + (f": {', '.join(bad)}" if bad else "")
+                + f" (checked in {self.seconds:.2f} s)"
+            )
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "layout": self.layout,
+            "n_cases": self.n_cases,
+            "ok": self.ok,
+            "channel_names": self.channel_names,
+            "declared_labels": self.declared_labels,
+            "inferred_labels": self.inferred_labels,
+            "label_case_counts": {str(k): v for k, v in sorted(self.label_case_counts.items())},
+            "bad_cases": self.bad_cases,
+            "problems": [
+                {"case": p.case_id, "path": p.path, "kind": p.kind, "message": p.message}
+                for p in self.problems
+            ],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# --- reading, once per file -------------------------------------------------------------------------
+def _rel(path: str | os.PathLike | None, root: Path) -> str:
+    if path is None:
+        return "?"
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+@dataclass
+class _File:
+    """What one read of one file gave: geometry from the header, the voxels, or the error."""
+
+    shape: tuple[int, ...] | None = None
+    affine: np.ndarray | None = None
+    zooms: tuple[float, ...] | None = None
+    channels: int = 1
+    data: np.ndarray | None = None
+    error: str | None = None
+
+
+def _geometry(img) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...], int]:
+    full = tuple(int(s) for s in img.shape)
+    if len(full) == 5 and full[3] == 1:
+        full = (*full[:3], full[4])
+    if len(full) > 4:
+        raise DataError(f"image has shape {full}; expected 3D or 4D (channels last)")
+    shape = full[:3]
+    channels = 1 if len(full) <= 3 else full[3]
+    zooms = tuple(float(z) for z in img.header.get_zooms()[: len(shape)])
+    return shape, np.asarray(img.affine), zooms, channels
+
+
+def _read_nifti(path: Path) -> _File:
+    """Decompress the whole file once (gzip verifies length and CRC), parse header and voxels from memory.
+
+    When that fails, the header alone is read again (a few hundred bytes) so that shape and affine
+    are still compared and the report says exactly what is wrong.
+    """
+    out = _File()
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        img = (
+            nib.Nifti1Image.from_bytes(raw)
+            if raw[344:348] in (b"n+1\x00", b"ni1\x00")
+            else nib.Nifti2Image.from_bytes(raw)
+        )
+        out.shape, out.affine, out.zooms, out.channels = _geometry(img)
+        out.data = np.asanyarray(img.dataobj)
+        return out
+    except DataError as exc:
+        out.error = str(exc)
+        return out
+    except (EOFError, zlib.error, OSError, ValueError) as exc:
+        out.error = f"truncated or corrupt data ({type(exc).__name__}: {exc})"
+    except Exception as exc:
+        out.error = f"cannot read the file ({type(exc).__name__}: {exc})"
+    try:
+        out.shape, out.affine, out.zooms, out.channels = _geometry(nib.load(str(path)))
+    except Exception as exc:
+        out.error = f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
+    return out
+
+
+def _read_2d(path: Path, *, mask: bool) -> _File:
+    out = _File(zooms=(1.0, 1.0))
+    try:
+        out.data = load_mask2d(path)[0] if mask else load_image2d(path)[0]
+        out.shape = tuple(out.data.shape[-2:])
+        out.channels = 1 if mask else int(out.data.shape[0])
+        return out
+    except DataError as exc:
+        out.error = str(exc).removeprefix(f"{path}: ")
+    try:  # the header may still give the size, for the shape comparison
+        out.shape, out.channels = read_size2d(path)
+    except DataError:
+        pass
+    return out
+
+
+def _label_voxels(data: np.ndarray, where: str, add) -> dict[int, int] | None:
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        if not finite.all():
+            add("bad_label_values", f"{where} has {int((~finite).sum())} NaN/inf voxels")
+            return None
+        if not np.array_equal(np.rint(data), data):
+            frac = np.unique(data[np.rint(data) != data])[:5]
+            add("bad_label_values", f"{where} has non-integer values, e.g. {frac.tolist()}")
+            return None
+        data = data.astype(np.int64)
+    elif data.dtype.kind == "b":
+        data = data.astype(np.uint8)
+    elif data.dtype.kind not in "iu":
+        add("bad_label_values", f"{where} has data type {data.dtype}; expected integers")
+        return None
+    if data.size == 0:
+        return {}
+    if data.dtype == np.uint8:
+        counts = np.bincount(data.ravel(), minlength=1)
+        return {int(v): int(n) for v, n in enumerate(counts) if n}
+    values, counts = np.unique(data, return_counts=True)
+    if values[0] < 0:
+        add("bad_label_values", f"{where} has negative values {values[values < 0][:5].tolist()}")
+    return {int(v): int(n) for v, n in zip(values, counts)}
+
+
+def _check_case(case: Case, dataset: Dataset, require_labels: bool) -> tuple[list[Problem], CaseInfo]:
+    root = Path(dataset.root)
+    problems: list[Problem] = []
+    info = CaseInfo(case.case_id)
+
+    def add(kind: str, message: str, path=None) -> None:
+        problems.append(Problem(case.case_id, str(path) if path is not None else None, kind, message))
+
+    if not case.images:
+        add("missing_image", "no image files")
+        return problems, info
+    present = [p for p in case.images if p.exists()]
+    for p in case.images:
+        if not p.exists():
+            add("missing_image", f"{_rel(p, root)}: image file not found", p)
+    dims = spatial_dims_of(case.images[0])
+    info.spatial_dims = dims
+
+    ref: _File | None = None
+    ref_path = None
+    channels = 0
+    complete = len(present) == len(case.images)
+    for p in present:
+        if dims == 3 and not is_nifti(p):
+            add("unreadable", f"{_rel(p, root)}: expected a NIfTI file like the case's other channels", p)
+            complete = False
+            continue
+        f = _read_nifti(p) if dims == 3 else _read_2d(p, mask=False)
+        if f.error:
+            add("unreadable", f"{_rel(p, root)}: {f.error}", p)
+        if f.shape is None:
+            complete = False
+            continue
+        channels += f.channels
+        if ref is None:
+            ref, ref_path = f, p
+            info.shape, info.spacing_mm = f.shape, f.zooms
+        elif f.shape != ref.shape:
+            add(
+                "shape_mismatch",
+                f"{_rel(p, root)} has shape {f.shape}, {_rel(ref_path, root)} has {ref.shape}",
+                p,
+            )
+        elif f.affine is not None and not np.allclose(f.affine, ref.affine, atol=AFFINE_ATOL, rtol=0):
+            add("affine_mismatch", f"{_rel(p, root)} and {_rel(ref_path, root)} have different affines", p)
+        if f.data is not None and f.data.dtype.kind == "f":
+            bad = int(f.data.size - np.count_nonzero(np.isfinite(f.data)))
+            if bad:
+                add("nan_inf", f"{_rel(p, root)} has {bad} NaN/inf voxels", p)
+        f.data = None  # keep memory flat on large cases
+    if complete:
+        info.channels = channels
+        indices = dataset.info.get("channel_indices")
+        if indices is not None:
+            if channels <= max(indices):
+                add("channel_count", f"has {channels} channel(s); channel {max(indices)} is selected")
+        elif dataset.channel_names and channels != len(dataset.channel_names):
+            add(
+                "channel_count",
+                f"has {channels} channel(s); the dataset declares {len(dataset.channel_names)} "
+                f"({', '.join(dataset.channel_names)})",
+            )
+
+    label = case.label
+    if label is None:
+        if require_labels:
+            expected = case.meta.get("expected_label")
+            add(
+                "missing_label",
+                "no label file" + (f" (expected {_rel(expected, root)})" if expected else ""),
+                expected,
+            )
+        return problems, info
+    if not label.exists():
+        add("missing_label", f"{_rel(label, root)}: label file not found", label)
+        return problems, info
+    info.label_path = str(label)
+    where = _rel(label, root)
+    f = _read_nifti(label) if spatial_dims_of(label) == 3 else _read_2d(label, mask=True)
+    if f.error:
+        add("unreadable", f"{where}: {f.error}", label)
+    if f.shape is None:
+        return problems, info
+    if f.channels != 1:
+        add("bad_label_values", f"{where} has {f.channels} channels; a label map has one", label)
+        return problems, info
+    if ref is not None and f.shape != ref.shape:
+        add(
+            "shape_mismatch",
+            f"{where} has shape {f.shape}, image {_rel(ref_path, root)} has {ref.shape}",
+            label,
+        )
+    elif (
+        ref is not None
+        and f.affine is not None
+        and not np.allclose(f.affine, ref.affine, atol=AFFINE_ATOL, rtol=0)
+    ):
+        diff = float(np.abs(f.affine - ref.affine).max())
+        add(
+            "affine_mismatch",
+            f"{where} and image {_rel(ref_path, root)} have different affines (largest difference {diff:.4g})",
+            label,
+        )
+    if f.data is not None:
+        data = f.data[..., 0] if f.data.ndim == 4 else f.data
+        info.label_voxels = _label_voxels(data, where, lambda k, m: add(k, m, label))
+    return problems, info
+
+
+def _inferred_values(infos: list[CaseInfo]) -> list[int] | None:
+    labelled = [i for i in infos if i.label_voxels is not None]
+    if not labelled:
+        return None
+    counts = Counter(v for i in labelled for v in i.label_voxels)
+    if len(labelled) < 3:
+        return sorted(counts)
+    need = max(2, math.ceil(RARE_FRACTION * len(labelled)))
+    return sorted(v for v, n in counts.items() if n >= need)
+
+
+def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int = 1) -> CheckReport:
+    """Check every case of ``dataset``; return a report (never raises for a bad case)."""
+    start = time.perf_counter()
+    root = Path(dataset.root)
+    results: list[tuple[list[Problem], CaseInfo]]
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda c: _check_case(c, dataset, require_labels), dataset.cases))
+    else:
+        results = [_check_case(c, dataset, require_labels) for c in dataset.cases]
+    problems: list[Problem] = list(dataset.problems)
+    infos = [info for _, info in results]
+    for case_problems, _ in results:
+        problems.extend(case_problems)
+
+    # consensus across cases
+    dims = Counter(i.spatial_dims for i in infos if i.spatial_dims)
+    if len(dims) > 1:
+        usual = dims.most_common(1)[0][0]
+        for i in infos:
+            if i.spatial_dims and i.spatial_dims != usual:
+                problems.append(
+                    Problem(i.case_id, None, "spatial_dims", f"is {i.spatial_dims}D; most cases are {usual}D")
+                )
+    if not dataset.channel_names and dataset.info.get("channel_indices") is None:
+        counts = Counter(i.channels for i in infos if i.channels is not None)
+        if len(counts) > 1:
+            usual = counts.most_common(1)[0][0]
+            for i in infos:
+                if i.channels is not None and i.channels != usual:
+                    problems.append(
+                        Problem(
+                            i.case_id,
+                            None,
+                            "channel_count",
+                            f"has {i.channels} channel(s); most cases have {usual}",
+                        )
+                    )
+
+    declared = sorted(set(dataset.labels.values())) if dataset.labels else None
+    inferred = None if declared is not None else _inferred_values(infos)
+    allowed = declared if declared is not None else inferred
+    if allowed is not None:
+        for i in infos:
+            if i.label_voxels is None:
+                continue
+            extra = sorted(set(i.label_voxels) - set(allowed))
+            if not extra:
+                continue
+            voxels = ", ".join(f"{v}: {i.label_voxels[v]} voxels" for v in extra)
+            where = _rel(i.label_path, root)
+            if declared is not None:
+                msg = f"{where} has value(s) {extra} ({voxels}); the dataset declares {declared}"
+            else:
+                msg = (
+                    f"{where} has value(s) {extra} ({voxels}) that fewer than "
+                    f"{max(2, math.ceil(RARE_FRACTION * len(infos)))} cases use; the other cases use {allowed} "
+                    "(no labels are declared: pass --labels to declare them)"
+                )
+            problems.append(Problem(i.case_id, i.label_path, "undeclared_labels", msg))
+
+    if not dataset.cases:
+        problems.append(Problem(None, str(root), "no_cases", "no cases found"))
+    problems.sort(key=lambda p: (p.case_id is not None, p.case_id or "", p.kind))
+    shapes = [i.shape for i in infos if i.shape is not None]
+    shape_range = None
+    if shapes and len({len(s) for s in shapes}) == 1:
+        arr = np.array(shapes)
+        shape_range = (tuple(int(v) for v in arr.min(0)), tuple(int(v) for v in arr.max(0)))
+    spacings = sorted({tuple(round(s, 4) for s in i.spacing_mm) for i in infos if i.spacing_mm})
+    case_counts = Counter(v for i in infos if i.label_voxels for v in i.label_voxels)
+    return CheckReport(
+        root=str(root),
+        layout=dataset.layout,
+        n_cases=len(dataset.cases),
+        channel_names=list(dataset.channel_names),
+        declared_labels=declared,
+        inferred_labels=inferred,
+        problems=problems,
+        seconds=time.perf_counter() - start,
+        label_case_counts=dict(case_counts),
+        shape_range=shape_range,
+        spacings_mm=spacings,
+    )
+
+
+def check(
+    root: str | os.PathLike, layout: str = "auto", *, require_labels: bool = True, workers: int = 1, **options
+) -> CheckReport:
+    """Discover ``root`` and check it. Structural errors (no such folder, bad dataset.json) raise DataError."""
+    from attnseg.datasets.discover import discover
+
+    dataset = discover(root, layout, **options)
+    return check_dataset(dataset, require_labels=require_labels, workers=workers)
