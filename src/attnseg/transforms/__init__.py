@@ -1,0 +1,52 @@
+"""Cases to training patches: normalisation, one fused sampling grid per patch, foreground
+oversampling, class weights, a decoded-volume cache and a torch Dataset/DataLoader."""
+
+from attnseg.transforms.intensity import (
+    IntensityParams,
+    apply_intensity,
+    clip_percentiles,
+    nonzero_mask,
+    normalize_zscore,
+)
+from attnseg.transforms.sampling import (
+    PatchSampler,
+    SampleParams,
+    TrainTransform,
+    choose_patch_start,
+    class_locations,
+    class_weights,
+    label_counts,
+    voxel_weight_map,
+)
+from attnseg.transforms.spatial import (
+    SpatialParams,
+    elastic_displacement,
+    resample_to_spacing,
+    resampled_affine,
+    rotation_matrix,
+    sample_patch,
+    sampling_grid,
+)
+
+__all__ = [
+    "IntensityParams",
+    "PatchSampler",
+    "SampleParams",
+    "SpatialParams",
+    "TrainTransform",
+    "apply_intensity",
+    "choose_patch_start",
+    "class_locations",
+    "class_weights",
+    "clip_percentiles",
+    "elastic_displacement",
+    "label_counts",
+    "nonzero_mask",
+    "normalize_zscore",
+    "resample_to_spacing",
+    "resampled_affine",
+    "rotation_matrix",
+    "sample_patch",
+    "sampling_grid",
+    "voxel_weight_map",
+]

@@ -1,0 +1,325 @@
+"""Training patches: foreground oversampling, random parameters, class weights.
+
+:class:`PatchSampler` draws every random choice for one patch from an explicit
+``np.random.Generator`` into a :class:`SampleParams` (crop, rotation, zoom, elastic field, mirror,
+gamma, scale/shift, noise seed), then calls the deterministic transform with it. ``apply`` with a
+recorded ``SampleParams`` replays the sample exactly; ``SampleParams.to_dict`` makes it JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from attnseg.config import AugmentConfig
+from attnseg.transforms.intensity import IntensityParams, apply_intensity
+from attnseg.transforms.spatial import SpatialParams, control_grid_shape, sample_patch
+
+ClassLocations = dict[int, np.ndarray]
+
+
+# --- where the classes are -------------------------------------------------------------------------
+def class_locations(
+    label: np.ndarray,
+    classes: Sequence[int] | None = None,
+    *,
+    max_per_class: int = 20000,
+    seed: int = 0,
+) -> ClassLocations:
+    """Voxel indices ``(N, D)`` int32 of each foreground class, at most ``max_per_class`` each.
+
+    ``classes``: the values to index (default: every non-zero value present). Large classes are
+    subsampled with a fixed ``seed``, so the result is a pure function of the label map.
+    """
+    label = np.asarray(label)
+    flat = label.reshape(-1)
+    fg = np.flatnonzero(flat)
+    values = flat[fg]
+    if classes is None:
+        classes = [int(v) for v in np.unique(values)]
+    rng = np.random.default_rng(seed)
+    out: ClassLocations = {}
+    for k in classes:
+        k = int(k)
+        idx = fg[values == k] if k != 0 else np.flatnonzero(flat == 0)
+        if idx.size > max_per_class:
+            idx = np.sort(rng.choice(idx, size=max_per_class, replace=False))
+        out[k] = np.stack(np.unravel_index(idx, label.shape), axis=1).astype(np.int32)
+    return out
+
+
+def start_range(size: int, patch: int) -> tuple[int, int]:
+    """Allowed patch starts along one axis: inside the volume, or centred-ish when it is smaller."""
+    return (0, size - patch) if size >= patch else (size - patch, 0)
+
+
+def choose_patch_start(
+    shape: Sequence[int],
+    patch_size: Sequence[int],
+    rng: np.random.Generator,
+    locations: Mapping[int, np.ndarray] | None = None,
+    fg_fraction: float = 0.0,
+) -> tuple[tuple[int, ...], int | None]:
+    """Patch start (integer per axis) and the class it was centred on (None: uniform random start).
+
+    With probability ``fg_fraction`` (and when some class has voxels) a class is chosen uniformly
+    among the classes present -- so rare classes are seen as often as common ones -- then one of
+    its voxels, and the patch is centred on it (moved inwards at the volume edge; the voxel stays
+    inside the patch). Otherwise the start is uniform over the allowed range.
+    """
+    forced = None
+    start: list[int] | None = None
+    if rng.random() < fg_fraction and locations:
+        present = sorted(k for k, v in locations.items() if len(v))
+        if present:
+            forced = present[int(rng.integers(len(present)))]
+            voxel = locations[forced][int(rng.integers(len(locations[forced])))]
+            start = []
+            for v, n, p in zip(voxel, shape, patch_size):
+                lo, hi = start_range(n, p)
+                start.append(int(np.clip(int(v) - (p - 1) // 2, lo, hi)))
+    if start is None:
+        start = []
+        for n, p in zip(shape, patch_size):
+            lo, hi = start_range(n, p)
+            start.append(int(rng.integers(lo, hi + 1)))
+    return tuple(start), forced
+
+
+# --- class weights ---------------------------------------------------------------------------------
+def label_counts(label: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """Voxels of each class, ``(K,)`` int64, in the order of ``classes``."""
+    label = np.asarray(label)
+    values, counts = np.unique(label, return_counts=True)
+    table = dict(zip(values.tolist(), counts.tolist()))
+    return np.array([table.get(int(k), 0) for k in classes], dtype=np.int64)
+
+
+def class_weights(counts: Sequence[int], method: str = "inverse") -> np.ndarray:
+    """Loss weights ``(K,)`` float32 from class voxel counts (summed over the training set).
+
+    ``"inverse"``: ``w_k = N / (K' n_k)`` with ``K'`` the classes present, so every class carries
+    the same total weight and the mean weight per voxel is 1 (counts 90/10 -> 0.556/5.0).
+    ``"median"``: median frequency balancing, ``w_k = median(f) / f_k`` over present classes.
+    ``"none"``: all ones. Absent classes (count 0) get weight 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or np.any(counts < 0):
+        raise ValueError(f"counts must be a 1-D array of non-negative numbers, got {counts}")
+    present = counts > 0
+    w = np.zeros_like(counts)
+    if method == "none":
+        return np.ones_like(counts, dtype=np.float32)
+    if not present.any():
+        return w.astype(np.float32)
+    freq = counts / counts.sum()
+    if method == "inverse":
+        w[present] = 1.0 / (present.sum() * freq[present])
+    elif method == "median":
+        w[present] = np.median(freq[present]) / freq[present]
+    else:
+        raise ValueError(f"method must be 'inverse', 'median' or 'none', got {method!r}")
+    return w.astype(np.float32)
+
+
+def voxel_weight_map(
+    label: np.ndarray,
+    classes: Sequence[int],
+    weights: Sequence[float],
+    *,
+    border_weight: float = 0.0,
+    border_sigma_mm: float = 5.0,
+    spacing_mm: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Per-voxel loss weights ``(*spatial)`` float32: class weight + optional border emphasis.
+
+    ``w(x) = weights[class(x)] + border_weight * exp(-d(x)^2 / (2 sigma^2))`` where ``d`` is the
+    distance in mm from the voxel centre to the nearest voxel of a different class (1 voxel for
+    voxels on a boundary), as in U-Net's weight map (Ronneberger et al. 2015) for semantic labels.
+    Values not in ``classes`` get weight 0.
+    """
+    import edt
+
+    label = np.asarray(label)
+    lut_keys = np.asarray(list(classes))
+    weights = np.asarray(weights, dtype=np.float32)
+    if len(lut_keys) != len(weights):
+        raise ValueError(f"{len(classes)} classes but {len(weights)} weights")
+    out = np.zeros(label.shape, dtype=np.float32)
+    for k, w in zip(lut_keys, weights):
+        out[label == k] = w
+    if border_weight:
+        spacing = tuple(float(s) for s in (spacing_mm or (1.0,) * label.ndim))
+        # edt on a multi-label image: distance to the nearest voxel with another value
+        ids = (label.astype(np.int64) - int(label.min()) + 1).astype(np.uint32)
+        if np.all(ids == ids.flat[0]):
+            return out
+        dist = edt.edt(np.ascontiguousarray(ids), anisotropy=spacing, black_border=False)
+        out += float(border_weight) * np.exp(-(dist**2) / (2.0 * border_sigma_mm**2)).astype(np.float32)
+    return out
+
+
+# --- one training patch ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleParams:
+    """Every random choice behind one training patch; ``PatchSampler.apply`` replays it exactly."""
+
+    spatial: SpatialParams
+    intensity: IntensityParams = IntensityParams()
+    forced_class: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "spatial": self.spatial.to_dict(),
+            "intensity": self.intensity.to_dict(),
+            "forced_class": self.forced_class,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SampleParams:
+        forced = data.get("forced_class")
+        return cls(
+            spatial=SpatialParams.from_dict(data["spatial"]),
+            intensity=IntensityParams.from_dict(data.get("intensity", {})),
+            forced_class=None if forced is None else int(forced),
+        )
+
+
+def _two_sided(rng: np.random.Generator, low: float, high: float) -> float:
+    """A factor in [low, high] that is below 1 half the time when the range straddles 1."""
+    if low < 1 < high and rng.random() < 0.5:
+        return float(rng.uniform(low, 1.0))
+    return float(rng.uniform(max(low, 1.0) if low < 1 < high else low, high))
+
+
+class PatchSampler:
+    """Random training patches: ``(image (C, *spatial), label (*spatial)) + rng -> patch, label patch``.
+
+    ``patch_size``: voxels per spatial axis. ``config``: :class:`AugmentConfig` (default settings
+    when None). ``classes``: the declared label values, background first (used for foreground
+    oversampling and ``label_mode="linear"``). ``augment=False`` gives plain random/foreground
+    crops with no other change (validation patches).
+    """
+
+    def __init__(
+        self,
+        patch_size: Sequence[int],
+        config: AugmentConfig | None = None,
+        *,
+        classes: Sequence[int] | None = None,
+        augment: bool = True,
+    ) -> None:
+        self.patch_size = tuple(int(p) for p in patch_size)
+        if any(p < 1 for p in self.patch_size) or len(self.patch_size) not in (2, 3):
+            raise ValueError(f"patch_size must be 2 or 3 positive sizes, got {patch_size}")
+        self.config = config or AugmentConfig()
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.augment = augment
+        if self.config.label_mode not in ("nearest", "linear"):
+            raise ValueError(f"label_mode must be 'nearest' or 'linear', got {self.config.label_mode!r}")
+        if not 0.0 <= self.config.fg_fraction <= 1.0:
+            raise ValueError(f"fg_fraction must be in [0, 1], got {self.config.fg_fraction}")
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.patch_size)
+
+    def draw(
+        self,
+        rng: np.random.Generator,
+        shape: Sequence[int],
+        *,
+        channels: int = 1,
+        locations: Mapping[int, np.ndarray] | None = None,
+        spacing_mm: Sequence[float] | None = None,
+    ) -> SampleParams:
+        """Draw the parameters of one patch from ``rng`` for a volume of spatial ``shape``."""
+        cfg, d = self.config, self.spatial_dims
+        shape = tuple(int(s) for s in shape[-d:])
+        if locations is not None and self.classes is not None:
+            locations = {k: v for k, v in locations.items() if k in self.classes and k != self.classes[0]}
+        start, forced = choose_patch_start(shape, self.patch_size, rng, locations, cfg.fg_fraction)
+        spacing = tuple(float(s) for s in spacing_mm) if spacing_mm is not None else (1.0,) * d
+        if not self.augment:
+            return SampleParams(SpatialParams(start_vox=start), IntensityParams(), forced)
+
+        rotation: tuple[float, ...] = ()
+        if rng.random() < cfg.p_rotate and cfg.rotate_deg > 0:
+            limit = np.deg2rad(cfg.rotate_deg)
+            rotation = tuple(float(a) for a in rng.uniform(-limit, limit, size=3 if d == 3 else 1))
+        zoom: tuple[float, ...] = ()
+        if rng.random() < cfg.p_zoom:
+            zoom = (_two_sided(rng, *cfg.zoom_range),) * d
+        elastic = None
+        if rng.random() < cfg.p_elastic and cfg.elastic_std_mm > 0:
+            grid_vox = min(cfg.elastic_grid_mm / s for s in spacing)
+            ctrl_shape = control_grid_shape(self.patch_size, max(grid_vox, 2.0))
+            std_vox = np.array([cfg.elastic_std_mm / s for s in spacing]).reshape(d, *[1] * d)
+            elastic = (rng.standard_normal((d, *ctrl_shape)) * std_vox).astype(np.float32)
+        flip = [False] * d
+        for axis in cfg.flip_axes:
+            if axis >= d:
+                raise ValueError(f"flip axis {axis} does not exist in {d}D patches")
+            flip[axis] = bool(rng.random() < cfg.p_flip)
+        spatial = SpatialParams(
+            start_vox=start,
+            rotation_rad=rotation,
+            zoom=zoom,
+            flip=tuple(flip),
+            elastic_vox=elastic,
+            spacing_mm=spacing if spacing_mm is not None else None,
+        )
+
+        gamma = scale = shift = None
+        if rng.random() < cfg.p_gamma:
+            gamma = tuple(_two_sided(rng, *cfg.gamma_range) for _ in range(channels))
+        if rng.random() < cfg.p_scale:
+            scale = tuple(float(v) for v in rng.uniform(*cfg.scale_range, size=channels))
+        if rng.random() < cfg.p_shift:
+            shift = tuple(float(v) for v in rng.uniform(*cfg.shift_range, size=channels))
+        noise_std = 0.0
+        if rng.random() < cfg.p_noise:
+            noise_std = float(rng.uniform(*cfg.noise_std_range))
+        noise_seed = int(rng.integers(2**31 - 1))
+        intensity = IntensityParams(gamma, scale, shift, noise_std, noise_seed if noise_std > 0 else 0)
+        return SampleParams(spatial, intensity, forced)
+
+    def apply(
+        self, image: np.ndarray | None, label: np.ndarray | None, params: SampleParams
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The deterministic transform: same inputs and params give the same patch, bit for bit."""
+        img, lbl = sample_patch(
+            image,
+            label,
+            self.patch_size,
+            params.spatial,
+            label_mode=self.config.label_mode if self.augment else "nearest",
+            classes=self.classes,
+        )
+        if img is not None:
+            img = apply_intensity(img, params.intensity)
+        return img, lbl
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        label: np.ndarray | None,
+        rng: np.random.Generator,
+        *,
+        locations: Mapping[int, np.ndarray] | None = None,
+        spacing_mm: Sequence[float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Draw parameters and cut the patch. Without ``locations`` they are computed from ``label``
+        (pass cached ones for large volumes)."""
+        if locations is None and label is not None and self.config.fg_fraction > 0:
+            fg_classes = None if self.classes is None else self.classes[1:]
+            locations = class_locations(label, fg_classes)
+        params = self.draw(
+            rng, image.shape[1:], channels=image.shape[0], locations=locations, spacing_mm=spacing_mm
+        )
+        return self.apply(image, label, params)
+
+
+TrainTransform = PatchSampler
