@@ -192,8 +192,8 @@ def _read_nifti(path: Path) -> _File:
         out.error = f"cannot read the file ({type(exc).__name__}: {exc})"
     try:
         out.shape, out.affine, out.zooms, out.channels = _geometry(nib.load(str(path)))
-    except Exception as exc:
-        out.error = f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
+    except Exception:
+        out.error += "; the header cannot be read either"
     return out
 
 
@@ -373,9 +373,11 @@ def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int
     else:
         results = [_check_case(c, dataset, require_labels) for c in dataset.cases]
     problems: list[Problem] = list(dataset.problems)
+    already = {(p.case_id, p.kind) for p in problems}
     infos = [info for _, info in results]
     for case_problems, _ in results:
-        problems.extend(case_problems)
+        # discovery already named a missing channel file more precisely than a channel count can
+        problems.extend(p for p in case_problems if (p.case_id, p.kind) not in already)
 
     # consensus across cases
     dims = Counter(i.spatial_dims for i in infos if i.spatial_dims)
