@@ -1,12 +1,22 @@
 """Cases to training patches: normalisation, one fused sampling grid per patch, foreground
 oversampling, class weights, a decoded-volume cache and a torch Dataset/DataLoader."""
 
+from attnseg.transforms.cache import VolumeCache, file_key
 from attnseg.transforms.intensity import (
     IntensityParams,
     apply_intensity,
     clip_percentiles,
     nonzero_mask,
     normalize_zscore,
+)
+from attnseg.transforms.loader import (
+    CaseStore,
+    EpochSampler,
+    PatchDataset,
+    PreparedCase,
+    make_loader,
+    preprocess_arrays,
+    seed_worker,
 )
 from attnseg.transforms.sampling import (
     PatchSampler,
@@ -29,24 +39,33 @@ from attnseg.transforms.spatial import (
 )
 
 __all__ = [
+    "CaseStore",
+    "EpochSampler",
     "IntensityParams",
+    "PatchDataset",
     "PatchSampler",
+    "PreparedCase",
     "SampleParams",
     "SpatialParams",
     "TrainTransform",
+    "VolumeCache",
     "apply_intensity",
     "choose_patch_start",
     "class_locations",
     "class_weights",
     "clip_percentiles",
     "elastic_displacement",
+    "file_key",
     "label_counts",
+    "make_loader",
     "nonzero_mask",
     "normalize_zscore",
+    "preprocess_arrays",
     "resample_to_spacing",
     "resampled_affine",
     "rotation_matrix",
     "sample_patch",
     "sampling_grid",
+    "seed_worker",
     "voxel_weight_map",
 ]
