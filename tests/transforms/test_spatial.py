@@ -252,3 +252,28 @@ def test_bad_arguments_raise():
         sample_patch(image, None, (4, 4, 4), SpatialParams((0, 0, 0)), label_mode="linear")
     with pytest.raises(ValueError, match="elastic"):
         elastic_displacement(np.zeros((2, 4, 4, 4)), (8, 8, 8))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.tuples(*[st.integers(2, 12)] * 3),
+    patch=st.tuples(*[st.integers(1, 10)] * 3),
+    offset=st.tuples(*[st.integers(-6, 12)] * 3),
+    flips=st.tuples(*[st.booleans()] * 3),
+)
+def test_identity_and_mirror_params_are_exact_crops(shape, patch, offset, flips):
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((2, *shape)).astype(np.float32)
+    label = rng.integers(0, 3, shape).astype(np.uint8)
+    img, lbl = sample_patch(image, label, patch, SpatialParams(start_vox=offset, flip=flips))
+    padded = np.zeros((2, *[n + 40 for n in shape]), np.float32)
+    padded[:, 20 : 20 + shape[0], 20 : 20 + shape[1], 20 : 20 + shape[2]] = image
+    padded_lbl = np.zeros([n + 40 for n in shape], np.int64)
+    padded_lbl[20 : 20 + shape[0], 20 : 20 + shape[1], 20 : 20 + shape[2]] = label
+    sl = tuple(slice(o + 20, o + 20 + p) for o, p in zip(offset, patch))
+    want, want_lbl = padded[(slice(None), *sl)], padded_lbl[sl]
+    axes = [i for i, f in enumerate(flips) if f]
+    if axes:
+        want, want_lbl = np.flip(want, [a + 1 for a in axes]), np.flip(want_lbl, axes)
+    np.testing.assert_array_equal(img, want)
+    np.testing.assert_array_equal(lbl, want_lbl)

@@ -148,29 +148,31 @@ def _per_channel(values: Sequence[float], channels: int, name: str) -> torch.Ten
     return torch.tensor(values, dtype=torch.float32)
 
 
-def apply_intensity(patch: np.ndarray, params: IntensityParams) -> np.ndarray:
+def apply_intensity(patch: np.ndarray, params: IntensityParams, *, inplace: bool = False) -> np.ndarray:
     """Apply gamma, then scale/shift, then noise to a patch ``(C, *patch)``; returns float32.
 
     Gamma: each channel is mapped to [0, 1] by its own min and max in the patch, raised to the
     power, and mapped back, so the range is kept and a constant channel is unchanged.
+    ``inplace=True`` reuses a float32 C-contiguous ``patch`` as the output (the sampler owns its
+    patches); by default the input is left untouched.
     """
     if params.is_identity:
         return np.asarray(patch, dtype=np.float32)
-    x = torch.from_numpy(np.array(patch, dtype=np.float32, copy=True))
+    if inplace and patch.dtype == np.float32 and patch.flags.c_contiguous and patch.flags.writeable:
+        x = torch.from_numpy(patch)
+    else:
+        x = torch.from_numpy(np.array(patch, dtype=np.float32, copy=True))
     c = x.shape[0]
     bshape = (c,) + (1,) * (x.dim() - 1)
     if params.gamma is not None and any(g != 1 for g in params.gamma):
         gamma = _per_channel(params.gamma, c, "gamma")
-        flat = x.reshape(c, -1)
-        lo = flat.amin(1)
-        rng = flat.amax(1) - lo
-        keep = rng <= 0
-        rng = torch.where(keep, torch.ones_like(rng), rng)
-        y = ((x - lo.reshape(bshape)) / rng.reshape(bshape)).clamp_(0, 1)
-        y.pow_(gamma.reshape(bshape)).mul_(rng.reshape(bshape)).add_(lo.reshape(bshape))
-        if keep.any():
-            y[keep] = x[keep]
-        x = y
+        lo, hi = torch.aminmax(x.reshape(c, -1), dim=1)
+        rng = hi - lo
+        for i in range(c):  # one channel at a time: in place, cache-friendly
+            if rng[i] <= 0 or gamma[i] == 1:
+                continue  # a constant channel has no range to bend
+            ch = x[i]
+            ch.sub_(lo[i]).mul_(1.0 / rng[i]).clamp_(0.0, 1.0).pow_(gamma[i]).mul_(rng[i]).add_(lo[i])
     if params.scale is not None:
         x.mul_(_per_channel(params.scale, c, "scale").reshape(bshape))
     if params.shift is not None:

@@ -299,7 +299,7 @@ class PatchSampler:
             classes=self.classes,
         )
         if img is not None:
-            img = apply_intensity(img, params.intensity)
+            img = apply_intensity(img, params.intensity, inplace=True)
         return img, lbl
 
     def __call__(
