@@ -155,11 +155,81 @@ def _demo_data_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- predict: a model file over a dataset, a case folder or a file -> one label map per case --------
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model file: RUN/model.pt, a training checkpoint, or an exported .onnx")
+    p.add_argument("input", help="a dataset folder, a case folder, or one image file")
+    p.add_argument("out", help="output folder (never inside the input folder)")
+    p.add_argument("--tta", action="store_true", help="mirror test-time augmentation (2^D passes)")
+    p.add_argument("--tta-axes", type=int, nargs="+", default=None, help="mirror only these spatial axes")
+    p.add_argument(
+        "--save-probabilities", action="store_true", help="also write OUT/probabilities/<case>.nii.gz"
+    )
+    p.add_argument("--overwrite", action="store_true", help="predict cases whose output exists already")
+    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default 2)")
+    p.add_argument("--overlap", type=float, default=0.5, help="window overlap fraction (default 0.5)")
+    p.add_argument("--patch-size", type=int, nargs="+", default=None, help="window (default: the model's)")
+    p.add_argument("--bf16", action="store_true", help="run the network under bfloat16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory layout (CPU speed)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument("--slice-axis", type=int, default=None, help="2D model on 3D data: slice axis (default 2)")
+    p.add_argument("--threshold", type=float, default=0.5, help="region probability threshold (default 0.5)")
+    p.add_argument("--keep-largest", action="store_true", help="keep the largest component per class/region")
+    p.add_argument(
+        "--min-component-vox", type=int, default=0, help="drop components smaller than this many voxels"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _predict_run(args: argparse.Namespace) -> int:
+    """Predict label maps with a trained model (sliding window, optional TTA), one NIfTI per case."""
+    import torch
+
+    from attnseg.inference.predict import PredictOptions, predict_folder
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    options = PredictOptions(
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        tta=args.tta_axes if args.tta_axes is not None else args.tta,
+        autocast=args.bf16,
+        channels_last=args.channels_last,
+        slice_axis=args.slice_axis,
+        threshold=args.threshold,
+        keep_largest=args.keep_largest,
+        min_component_vox=args.min_component_vox,
+        patch_size=args.patch_size,
+    )
+    report = predict_folder(
+        args.model,
+        args.input,
+        args.out,
+        options,
+        save_probabilities=args.save_probabilities,
+        overwrite=args.overwrite,
+        device=args.device,
+        progress=not args.quiet,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    print(f"model: {report.settings.describe()}")
+    print(
+        f"predicted {len(report.predicted)} case(s) into {args.out}, skipped {len(report.skipped)} "
+        f"already predicted, {len(report.failed)} failed, "
+        f"{report.seconds:.1f} s"
+    )
+    for case_id, message in report.failed:
+        print(f"failed: {case_id}: {message}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 COMMANDS: list[Command] = [
     ("smoke", _smoke_args, _smoke_run),
     ("evaluate", _evaluate_args, _evaluate_run),
     ("check", _check_args, _check_run),
     ("demo-data", _demo_data_args, _demo_data_run),
+    ("predict", _predict_args, _predict_run),
 ]
 
 

@@ -1,5 +1,26 @@
 """Inference: sliding window over whole volumes, postprocessing, prediction to NIfTI files."""
 
+from attnseg.inference.postprocess import (
+    keep_largest_component,
+    labels_from_logits,
+    postprocess_components,
+    probabilities_from_logits,
+    regions_from_logits,
+    regions_to_label_map,
+    remove_small_components,
+)
+from attnseg.inference.predict import (
+    CasePrediction,
+    InferenceSettings,
+    LoadedModel,
+    PredictOptions,
+    PredictReport,
+    find_cases,
+    load_for_inference,
+    predict_case,
+    predict_folder,
+    read_settings,
+)
 from attnseg.inference.sliding_window import (
     Predictor,
     axis_starts,
@@ -10,10 +31,27 @@ from attnseg.inference.sliding_window import (
 )
 
 __all__ = [
+    "CasePrediction",
+    "InferenceSettings",
+    "LoadedModel",
+    "PredictOptions",
+    "PredictReport",
     "Predictor",
     "axis_starts",
+    "find_cases",
     "flip_sets",
     "gaussian_importance_map",
+    "keep_largest_component",
+    "labels_from_logits",
+    "load_for_inference",
+    "postprocess_components",
+    "predict_case",
+    "predict_folder",
+    "probabilities_from_logits",
+    "read_settings",
+    "regions_from_logits",
+    "regions_to_label_map",
+    "remove_small_components",
     "sliding_window_inference",
     "window_positions",
 ]

@@ -1,0 +1,622 @@
+"""Prediction to files: a model file and an input (dataset folder, case folder or file) -> label maps.
+
+Pipeline per case: load the image (``attnseg.datasets.load_case``), preprocess it exactly as training
+did (``attnseg.training.data.preprocess``: optional resampling to the training spacing, then the
+normalisation), sliding-window inference, logits resampled back to the file's grid when the spacing
+was changed, then argmax (classes) or thresholds (regions, converted back to one label map), optional
+connected-component rules, and an atomic write with the input's affine and header.
+
+What the model file must tell (``InferenceSettings``), looked up in this order, later wins:
+
+1. defaults: patch ``128^3`` (3D) or ``256^2`` (2D); z-score inside the non-zero region; no
+   resampling; classes ``0..K-1``;
+2. a run folder's ``config.yaml`` next to the file (``RUN/model.pt``) or one level up
+   (``RUN/checkpoints/best.pt``): ``data.patch_size`` and ``preprocess``;
+3. the payload's ``run_config`` (training checkpoints), same keys;
+4. the payload's top-level ``target`` (``{"kind": "labels"|"regions", "values", "names",
+   "regions"}``, written by training), ``patch_size``, ``preprocess``, ``channel_names`` (the same
+   keys ``attnseg export`` stores in an ONNX file's metadata);
+5. the payload's ``preprocessing`` dict, the explicit form: ``normalization``,
+   ``clip_percentiles``, ``target_spacing_mm`` (or ``spacing_mm``), ``patch_size``, ``labels``
+   (name -> value), ``regions`` (name -> values), ``target``, ``channel_names``.
+
+Outputs: ``OUT/<case_id>.nii.gz`` (3D inputs; ``.png`` for 2D image inputs) and, with
+``save_probabilities``, ``OUT/probabilities/<case_id>.nii.gz`` (float32, channels last on disk).
+A case whose outputs exist is skipped unless ``overwrite``. Nothing is ever written inside the input
+folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attnseg.config import PreprocessConfig, from_dict
+from attnseg.errors import ConfigError, DataError, ModelFileError
+from attnseg.inference.postprocess import (
+    labels_from_logits,
+    postprocess_components,
+    probabilities_from_logits,
+    regions_from_logits,
+    regions_to_label_map,
+)
+from attnseg.inference.sliding_window import Predictor, sliding_window_inference
+
+__all__ = [
+    "CasePrediction",
+    "InferenceSettings",
+    "LoadedModel",
+    "PredictOptions",
+    "PredictReport",
+    "find_cases",
+    "load_for_inference",
+    "predict_case",
+    "predict_folder",
+    "read_settings",
+]
+
+DEFAULT_PATCH = {2: (256, 256), 3: (128, 128, 128)}
+
+
+# --- settings -----------------------------------------------------------------------------------------
+@dataclass
+class InferenceSettings:
+    """What inference needs to know about a model besides its weights (see the module docstring)."""
+
+    spatial_dims: int
+    in_channels: int
+    out_channels: int
+    patch_size: tuple[int, ...]
+    preprocess: PreprocessConfig
+    kind: str = "labels"  # "labels" (softmax) or "regions" (sigmoid)
+    values: tuple[int, ...] = ()  # label value of each class channel (kind "labels")
+    names: tuple[str, ...] = ()  # class names (labels) or region names (regions)
+    regions: dict[str, list[int]] | None = None
+    channel_names: list[str] | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def activation(self) -> str:
+        return "sigmoid" if self.kind == "regions" else "softmax"
+
+    def describe(self) -> str:
+        target = (
+            f"regions {', '.join(f'{n}={v}' for n, v in (self.regions or {}).items())}"
+            if self.kind == "regions"
+            else f"classes {', '.join(f'{n}={v}' for n, v in zip(self.names, self.values))}"
+        )
+        spacing = self.preprocess.target_spacing_mm
+        return (
+            f"{self.spatial_dims}D, {self.in_channels} channel(s), {target}; patch {list(self.patch_size)}; "
+            f"normalization {self.preprocess.normalization}"
+            + (f", resampled to {list(spacing)} mm" if spacing else "")
+        )
+
+
+def _run_folder_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    from attnseg.config import load_yaml
+
+    for folder in (path.parent, path.parent.parent):
+        candidate = folder / "config.yaml"
+        if candidate.is_file():
+            try:
+                return load_yaml(candidate), str(candidate)
+            except ConfigError:
+                return None, None
+    return None, None
+
+
+def read_settings(
+    payload: Mapping[str, Any], path: str | os.PathLike | None = None, *, use_run_folder: bool = True
+) -> InferenceSettings:
+    """Resolve :class:`InferenceSettings` from a model payload (``.pt``) or ONNX metadata."""
+    where = str(path) if path is not None else "model"
+    config = payload.get("model_config")
+    if not isinstance(config, Mapping):
+        raise ModelFileError(f"{where}: no model_config; cannot tell the model's channels and dimensions")
+    dims = int(config.get("spatial_dims", 3))
+    in_ch, out_ch = int(config.get("in_channels", 1)), int(config.get("out_channels", 2))
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    def take(source: str, **values: Any) -> None:
+        for key, value in values.items():
+            if value is not None:
+                merged[key] = value
+                sources[key] = source
+
+    def from_run_config(run: Mapping[str, Any], source: str) -> None:
+        data = run.get("data") or {}
+        take(source, patch_size=data.get("patch_size"), preprocess=run.get("preprocess"))
+
+    if use_run_folder and path is not None:
+        run, run_file = _run_folder_config(Path(path))
+        if run:
+            from_run_config(run, run_file)
+    if isinstance(payload.get("run_config"), Mapping):
+        from_run_config(payload["run_config"], "run_config")
+    take(
+        "model file",
+        target=payload.get("target"),
+        patch_size=payload.get("patch_size"),
+        preprocess=payload.get("preprocess"),
+        channel_names=payload.get("channel_names"),
+    )
+    explicit = payload.get("preprocessing")
+    if isinstance(explicit, Mapping):
+        pre = dict(merged.get("preprocess") or {})
+        for key in ("normalization", "clip_percentiles", "target_spacing_mm"):
+            if explicit.get(key) is not None:
+                pre[key] = explicit[key]
+        if explicit.get("spacing_mm") is not None and explicit.get("target_spacing_mm") is None:
+            pre["target_spacing_mm"] = explicit["spacing_mm"]
+        if pre:
+            take("preprocessing", preprocess=pre)
+        take(
+            "preprocessing",
+            patch_size=explicit.get("patch_size"),
+            channel_names=explicit.get("channel_names"),
+        )
+        if explicit.get("target") is not None:
+            take("preprocessing", target=explicit["target"])
+        elif explicit.get("regions"):
+            regions = {str(k): [int(v) for v in vs] for k, vs in dict(explicit["regions"]).items()}
+            values = sorted({0, *(v for vs in regions.values() for v in vs)})
+            take(
+                "preprocessing",
+                target={
+                    "kind": "regions",
+                    "values": values,
+                    "names": list(regions),
+                    "regions": list(regions.values()),
+                },
+            )
+        elif explicit.get("labels"):
+            by_value = sorted(dict(explicit["labels"]).items(), key=lambda kv: int(kv[1]))
+            take(
+                "preprocessing",
+                target={
+                    "kind": "labels",
+                    "values": [int(v) for _, v in by_value],
+                    "names": [n for n, _ in by_value],
+                },
+            )
+
+    try:
+        preprocess = from_dict(PreprocessConfig, dict(merged.get("preprocess") or {}), "preprocess")
+    except ConfigError as exc:
+        raise ModelFileError(f"{where}: its preprocessing settings are invalid: {exc}") from None
+    sources.setdefault("preprocess", "default (z-score inside the non-zero region)")
+
+    patch = merged.get("patch_size")
+    if patch is None:
+        patch = DEFAULT_PATCH.get(dims, (128,) * dims)
+        sources["patch_size"] = "default"
+    patch = tuple(int(p) for p in patch)
+    if len(patch) != dims or any(p < 1 for p in patch):
+        raise ModelFileError(f"{where}: patch_size {list(patch)} does not fit a {dims}D model")
+
+    target = merged.get("target")
+    settings = InferenceSettings(dims, in_ch, out_ch, patch, preprocess, sources=sources)
+    if target is None:
+        settings.values = tuple(range(out_ch))
+        settings.names = ("background", *(f"label_{v}" for v in range(1, out_ch)))
+        sources["target"] = f"default (classes 0..{out_ch - 1})"
+    elif target.get("kind") == "regions":
+        names = [str(n) for n in target.get("names", [])]
+        region_values = [list(map(int, r)) for r in target.get("regions", [])]
+        if len(names) != len(region_values) or len(names) != out_ch:
+            raise ModelFileError(
+                f"{where}: target declares regions {names} with {len(region_values)} label sets; the "
+                f"model has {out_ch} output channel(s)"
+            )
+        settings.kind = "regions"
+        settings.names = tuple(names)
+        settings.regions = dict(zip(names, region_values))
+        settings.values = tuple(int(v) for v in target.get("values", []))
+    elif target.get("kind", "labels") == "labels":
+        values = tuple(int(v) for v in target.get("values", []))
+        if len(values) != out_ch:
+            raise ModelFileError(
+                f"{where}: target declares label values {list(values)}; the model has {out_ch} output channel(s)"
+            )
+        settings.values = values
+        settings.names = tuple(str(n) for n in target.get("names", [])) or tuple(f"label_{v}" for v in values)
+    else:
+        raise ModelFileError(f"{where}: target kind {target.get('kind')!r}; expected 'labels' or 'regions'")
+    if merged.get("channel_names"):
+        settings.channel_names = [str(n) for n in merged["channel_names"]]
+    return settings
+
+
+# --- the model ------------------------------------------------------------------------------------------
+@dataclass
+class LoadedModel:
+    """A predictor (torch module or ONNX session wrapper) and what inference needs to know about it."""
+
+    predictor: Predictor
+    settings: InferenceSettings
+    path: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def load_for_inference(
+    model: str | os.PathLike | torch.nn.Module | LoadedModel,
+    device: str | torch.device = "cpu",
+    *,
+    channels_last: bool = False,
+    threads: int | None = None,
+) -> LoadedModel:
+    """A model file (``.pt`` from training or ``save_model``, or ``.onnx`` from ``attnseg export``),
+    or an in-memory model built with ``attnseg.build_model`` (default settings), ready to predict."""
+    if isinstance(model, LoadedModel):
+        return model
+    device = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
+    if isinstance(model, torch.nn.Module):
+        from attnseg.config import to_dict
+
+        payload = {"model_config": to_dict(model.config)} if hasattr(model, "config") else {}
+        module = model.to(device).eval()
+        if channels_last:
+            module = module.to(
+                memory_format=torch.channels_last_3d
+                if module.config.spatial_dims == 3
+                else torch.channels_last
+            )
+        return LoadedModel(module, read_settings(payload), None, device)
+    path = Path(model)
+    if path.suffix.lower() == ".onnx":
+        from attnseg.export.runtime import OnnxPredictor
+
+        predictor = OnnxPredictor(path, threads=threads)
+        return LoadedModel(predictor, read_settings(predictor.metadata, path), path, torch.device("cpu"))
+    from attnseg.models.checkpoint import load_model, read_model_file
+
+    payload = read_model_file(path)
+    settings = read_settings(payload, path)
+    module = load_model(path, map_location=device)
+    if channels_last:
+        module = module.to(
+            memory_format=torch.channels_last_3d if settings.spatial_dims == 3 else torch.channels_last
+        )
+    return LoadedModel(module, settings, path, device)
+
+
+# --- one case ---------------------------------------------------------------------------------------------
+@dataclass
+class PredictOptions:
+    """How to predict. ``slice_axis``: the spatial axis a 2D model runs along over 3D volumes (default:
+    the last axis). ``keep_largest``/``min_component_vox``: connected-component rules per class (label
+    values) or per region (1-based region numbers), see ``postprocess_components``."""
+
+    overlap: float = 0.5
+    batch_size: int = 2
+    tta: bool | Sequence[int] = False
+    autocast: bool = False
+    channels_last: bool = False
+    slice_axis: int | None = None
+    threshold: float = 0.5
+    keep_largest: bool | Sequence[int] = False
+    min_component_vox: int | Mapping[int, int] = 0
+    patch_size: Sequence[int] | None = None
+
+
+@dataclass
+class CasePrediction:
+    """Label map ``(*spatial)`` on the input's grid, and the probabilities ``(K, *spatial)`` float32."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None
+    seconds: float
+
+
+def _resize(logits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
+    return F.interpolate(logits[None], size=tuple(shape), mode=mode, align_corners=False)[0]
+
+
+def predict_case(
+    model: LoadedModel,
+    image: np.ndarray,
+    spacing_mm: Sequence[float] | None = None,
+    options: PredictOptions | None = None,
+    *,
+    with_probabilities: bool = False,
+    case_id: str = "?",
+) -> CasePrediction:
+    """Predict one image ``(C, *spatial)`` (raw intensities, file voxel order) -> label map on its grid."""
+    from attnseg.training.data import preprocess
+
+    options = options or PredictOptions()
+    s = model.settings
+    start = time.perf_counter()
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim < 3:
+        raise DataError(f"case {case_id}: image has shape {image.shape}; expected (channels, *spatial)")
+    if image.shape[0] != s.in_channels:
+        raise DataError(
+            f"case {case_id}: image has {image.shape[0]} channel(s); the model expects {s.in_channels}"
+            + (f" ({', '.join(s.channel_names)})" if s.channel_names else "")
+        )
+    spatial = tuple(image.shape[1:])
+    data_dims = len(spatial)
+    slice_axis = None
+    if s.spatial_dims == 2 and data_dims == 3:
+        slice_axis = 2 if options.slice_axis is None else int(options.slice_axis)
+    elif s.spatial_dims != data_dims:
+        raise DataError(f"case {case_id}: a {s.spatial_dims}D model cannot predict a {data_dims}D image")
+    spacing = tuple(float(v) for v in spacing_mm) if spacing_mm else (1.0,) * data_dims
+
+    pre = s.preprocess
+    if pre.target_spacing_mm is not None and len(pre.target_spacing_mm) != data_dims:
+        if s.spatial_dims == 2 and data_dims == 3 and len(pre.target_spacing_mm) == 2:
+            target = list(spacing)
+            in_plane = [a for a in range(3) if a != slice_axis]
+            for a, v in zip(in_plane, pre.target_spacing_mm):
+                target[a] = float(v)
+            pre = dataclasses.replace(pre, target_spacing_mm=tuple(target))
+        else:
+            raise DataError(
+                f"case {case_id}: the model was trained at spacing {list(pre.target_spacing_mm)} mm; the "
+                f"image has {data_dims} spatial axes"
+            )
+    work, _, _ = preprocess(image, None, spacing, pre, case_id=case_id)
+
+    patch = tuple(options.patch_size) if options.patch_size else s.patch_size
+    logits = sliding_window_inference(
+        work,
+        model.predictor,
+        patch,
+        options.overlap,
+        options.batch_size,
+        "gaussian",
+        options.tta,
+        slice_axis=slice_axis,
+        autocast=options.autocast,
+        device=model.device,
+        channels_last=options.channels_last,
+    )
+    if tuple(logits.shape[1:]) != spatial:
+        logits = _resize(logits, spatial)
+
+    if s.kind == "regions":
+        masks = regions_from_logits(logits, options.threshold)
+        if options.keep_largest is not False or options.min_component_vox:
+            masks = postprocess_components(
+                masks,
+                keep_largest=options.keep_largest,
+                min_voxels=options.min_component_vox,
+                channels_first=True,
+            )
+        labels = regions_to_label_map(masks, s.regions or {})
+    else:
+        labels = labels_from_logits(logits, s.values)
+        if options.keep_largest is not False or options.min_component_vox:
+            labels = postprocess_components(
+                labels, keep_largest=options.keep_largest, min_voxels=options.min_component_vox
+            )
+    probabilities = probabilities_from_logits(logits, s.activation) if with_probabilities else None
+    return CasePrediction(labels, probabilities, time.perf_counter() - start)
+
+
+# --- finding the cases of an input ----------------------------------------------------------------------
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def _files_dataset(root: Path, cases: list, spatial_dims: int):
+    from attnseg.datasets import Dataset
+
+    return Dataset(root, "files", cases, [], {}, None, spatial_dims)
+
+
+def _group_files(files: list[Path], folder: Path, in_channels: int):
+    """Plain files -> cases: nnU-Net ``<id>_0000`` groups, else one case per file, or one case of
+    ``in_channels`` single-channel files (a case folder) when that is exactly what the folder holds."""
+    from attnseg.datasets import Case
+    from attnseg.datasets.base import natural_key, split_suffix
+
+    stems = [split_suffix(f.name)[0] for f in files]
+    matches = [_CHANNEL_SUFFIX.match(s) for s in stems]
+    if files and all(matches):
+        groups: dict[str, list[tuple[int, Path]]] = {}
+        for m, f in zip(matches, files):
+            groups.setdefault(m["case"], []).append((int(m["channel"]), f))
+        return [
+            Case(cid, [f for _, f in sorted(items)], None, {})
+            for cid, items in sorted(groups.items(), key=lambda kv: natural_key(kv[0]))
+        ]
+    if in_channels > 1 and len(files) == in_channels:
+        from attnseg.io.nifti import channels_in_file, is_nifti, read_header
+
+        if all(is_nifti(f) and channels_in_file(read_header(f)) == 1 for f in files):
+            return [Case(folder.name, files, None, {"case_folder": True})]
+    return [Case(stem, [f], None, {}) for stem, f in zip(stems, files)]
+
+
+def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
+    """The cases of an input: a dataset folder (any layout ``attnseg.datasets.discover`` knows), a
+    case folder (BraTS-named files, or one file per channel), a folder of image files, or one file.
+
+    Returns ``(dataset, input_folder)``: labels are dropped (prediction reads images only) and
+    ``input_folder`` is the folder that must not receive outputs.
+    """
+    from attnseg.datasets import Case, discover
+    from attnseg.datasets.base import data_files, is_data_file, spatial_dims_of, split_suffix
+
+    path = Path(input_path).expanduser()
+    if path.is_file():
+        if not is_data_file(path):
+            raise DataError(f"{path}: not a supported image file (NIfTI, PNG, JPEG, TIFF, BMP)")
+        stem, suffix = split_suffix(path.name)
+        m = _CHANNEL_SUFFIX.match(stem)
+        if m:  # nnU-Net naming: gather the case's other channels next to it
+            siblings = sorted(path.parent.glob(f"{glob_escape(m['case'])}_[0-9][0-9][0-9][0-9]{suffix}"))
+            case = Case(m["case"], siblings, None, {})
+        else:
+            case = Case(stem, [path], None, {})
+        return _files_dataset(path.parent, [case], spatial_dims_of(path)), path.parent
+    if not path.is_dir():
+        raise DataError(
+            f"{path}: input not found (expected a dataset folder, a case folder or an image file)"
+        )
+    try:
+        dataset = discover(path)
+    except (DataError, ConfigError) as first:
+        dataset = None
+        reason = first
+    if dataset is not None:
+        for case in dataset.cases:
+            case.label = None
+        return dataset, path
+    from attnseg.datasets.brats import naming_of
+
+    if naming_of(path):
+        try:
+            parent = discover(path.parent, "brats")
+        except (DataError, ConfigError):
+            parent = None
+        if parent is not None:
+            mine = [c for c in parent.cases if c.images and c.images[0].parent == path]
+            if mine:
+                for case in mine:
+                    case.label = None
+                parent.cases = mine
+                return parent, path
+    files = data_files(path)
+    files = [
+        f for f in files if not re.search(r"(^|[_-])(seg|label|labels|mask)$", split_suffix(f.name)[0], re.I)
+    ]
+    if not files:
+        raise DataError(f"{path}: no image files and no dataset layout found ({reason})")
+    cases = _group_files(files, path, in_channels)
+    return _files_dataset(path, cases, spatial_dims_of(files[0])), path
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+# --- a folder ---------------------------------------------------------------------------------------------
+@dataclass
+class PredictReport:
+    predicted: list[str] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    settings: InferenceSettings | None = None
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def output_paths(out: Path, case_id: str, spatial_dims: int) -> tuple[Path, Path]:
+    """Label map and probability file names of a case."""
+    safe = case_id.replace(os.sep, "_").replace("/", "_")
+    label = out / (f"{safe}.png" if spatial_dims == 2 else f"{safe}.nii.gz")
+    return label, out / "probabilities" / f"{safe}.nii.gz"
+
+
+def predict_folder(
+    model: str | os.PathLike | torch.nn.Module | LoadedModel,
+    input_path: str | os.PathLike,
+    out: str | os.PathLike,
+    options: PredictOptions | None = None,
+    *,
+    save_probabilities: bool = False,
+    overwrite: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    case_ids: Iterable[str] | None = None,
+) -> PredictReport:
+    """Predict every case of ``input_path`` into ``out`` (see the module docstring)."""
+    from attnseg.datasets import load_case
+    from attnseg.io.images2d import save_mask2d
+    from attnseg.io.nifti import save_image
+
+    options = options or PredictOptions()
+    started = time.perf_counter()
+    out = Path(out).expanduser()
+    loaded = load_for_inference(model, device, channels_last=options.channels_last)
+    dataset, input_folder = find_cases(input_path, loaded.settings.in_channels)
+    if _inside(out, input_folder):
+        raise DataError(
+            f"{out}: is inside the input folder {input_folder}; predictions are never written into the "
+            "input data, pick another --out"
+        )
+    for case in dataset.cases:
+        for image in case.images:
+            if _inside(out, image.parent):
+                raise DataError(f"{out}: holds input images ({image}); pick another --out")
+    cases = dataset.cases
+    if case_ids is not None:
+        wanted = set(case_ids)
+        cases = [c for c in cases if c.case_id in wanted]
+    _check_channel_names(dataset, loaded.settings, log)
+    report = PredictReport(settings=loaded.settings)
+    iterator: Iterable = cases
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(cases, desc="predict", unit="case")
+    for case in iterator:
+        label_path, prob_path = output_paths(out, case.case_id, dataset.spatial_dims)
+        done = label_path.is_file() and (not save_probabilities or prob_path.is_file())
+        if done and not overwrite:
+            report.skipped.append(case.case_id)
+            continue
+        try:
+            image, _, meta = load_case(case, dataset)
+            prediction = predict_case(
+                loaded,
+                image,
+                meta.spacing_mm,
+                options,
+                with_probabilities=save_probabilities,
+                case_id=case.case_id,
+            )
+        except DataError as exc:
+            report.failed.append((case.case_id, str(exc)))
+            if log:
+                log(f"{case.case_id}: {exc}")
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        if dataset.spatial_dims == 2 and meta.header is None:
+            save_mask2d(label_path, prediction.labels)
+        else:
+            save_image(label_path, prediction.labels, meta)
+        report.predicted.append(case.case_id)
+        report.written.append(label_path)
+        if save_probabilities and prediction.probabilities is not None:
+            save_image(prob_path, prediction.probabilities, meta, dtype=np.float32)
+            report.written.append(prob_path)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_channel_names(dataset, settings: InferenceSettings, log: Callable[[str], None] | None) -> None:
+    """Warn when the data's channel names differ from the training data's (same count, other names)."""
+    if not log or not settings.channel_names or not dataset.channel_names:
+        return
+    ours = [n.lower() for n in dataset.channel_names]
+    theirs = [n.lower() for n in settings.channel_names]
+    if ours != theirs:
+        log(
+            f"warning: the input's channels are {dataset.channel_names}, the model was trained on "
+            f"{settings.channel_names} (in that order); check the channel order"
+        )
