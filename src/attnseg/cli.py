@@ -224,12 +224,41 @@ def _predict_run(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+# --- train: a data folder -> a run folder (checkpoints, metrics, curves, model.pt) ------------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", help="dataset folder (MSD, nnU-Net, BraTS, folder-per-case, paired, 2D slices)")
+    p.add_argument(
+        "--out", required=True, help="run folder (created); holds config.yaml, checkpoints, metrics"
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML file with settings (sections model, data, train, ...)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set optim.lr=3e-4 --set train.epochs=100 (repeatable)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    """Train an Attention U-Net on a dataset folder (torchrun-ready; --resume continues exactly)."""
+    from attnseg.training.run import train
+
+    train(args.data, args.out, config_file=args.config, overrides=args.overrides, resume=args.resume)
+    return 0
+
+
 COMMANDS: list[Command] = [
     ("smoke", _smoke_args, _smoke_run),
     ("evaluate", _evaluate_args, _evaluate_run),
     ("check", _check_args, _check_run),
     ("demo-data", _demo_data_args, _demo_data_run),
     ("predict", _predict_args, _predict_run),
+    ("train", _train_args, _train_run),
 ]
 
 

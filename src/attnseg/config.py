@@ -94,7 +94,9 @@ class DataConfig:
 
     ``split``: ``"kfold"`` (fold ``fold`` of ``folds``, seeded by ``split_seed``) or a path to a
     splits JSON (``attnseg.datasets.splits`` format; ``fold`` picks the entry). ``patch_size``:
-    voxels per axis; None = derived from the median case shape within ``patch_budget_vox`` voxels.
+    voxels per axis; None = derived from the median case shape within ``patch_budget_vox`` voxels
+    (None: 128**3 on a GPU, 64**3 on a CPU). ``batch_size`` None: ``budget // patch voxels``
+    clipped to 2..8 and to the number of training cases.
     ``target``: ``"auto"`` (regions if the dataset declares them, else classes), ``"labels"``
     (softmax over classes) or ``"regions"`` (sigmoid per overlapping region). ``max_val_cases``
     caps how many validation volumes are predicted each time (0 = all).
@@ -106,8 +108,8 @@ class DataConfig:
     fold: int = 0
     split_seed: int = 0
     patch_size: tuple[int, ...] | None = None
-    patch_budget_vox: int = 128**3
-    batch_size: int = 2
+    patch_budget_vox: int | None = None
+    batch_size: int | None = None
     num_workers: int = 0
     target: str = "auto"
     max_val_cases: int = 0
@@ -160,7 +162,7 @@ class TrainConfig:
     GradScaler on CUDA, else fp32), ``"bf16"``, ``"fp16"`` (CUDA only) or ``"fp32"``.
     ``freeze_gates_epochs``: attention-gate weights are frozen for the first N epochs.
     ``multiscale``: ``[low, high]`` patch scale range drawn per batch (sizes stay multiples of the
-    network stride), or None. ``deep_supervision``: train the model's deep-supervision heads.
+    network stride), or None. Deep supervision is ``model.deep_supervision``.
     ``val_every``: validate on whole volumes every K epochs (0 = never); the best checkpoint is the
     one with the highest mean validation Dice. ``early_stop_patience``: stop after this many
     validations without improvement (None = never). ``nan_policy``: ``"stop"`` (raise, naming the
@@ -176,7 +178,6 @@ class TrainConfig:
     threads: int = 0
     freeze_gates_epochs: int = 0
     multiscale: tuple[float, ...] | None = None
-    deep_supervision: bool = False
     val_every: int = 1
     val_overlap: float = 0.5
     val_batch_size: int = 2

@@ -1,0 +1,224 @@
+"""``attnseg train DATA --out RUN``: data folder -> run folder.
+
+Discovers the cases, splits them (seeded k-fold, or a splits file), loads and normalises them,
+derives what the user left unset (patch size from the median shape within a voxel budget, batch
+size, channels, classes), prints and saves the configuration, builds the model and calls ``fit``.
+
+Run folder::
+
+    RUN/config.yaml          the full configuration, derived values filled in
+    RUN/split.json           training and validation case ids
+    RUN/checkpoints/last.pt  end of the last epoch (resume from here)
+    RUN/checkpoints/best.pt  best mean validation Dice
+    RUN/model.pt             best weights as a plain model file (attnseg.load_model)
+    RUN/metrics.jsonl, RUN/metrics.csv, RUN/training_curve.png, RUN/summary.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnseg.config import RunConfig, apply_overrides, from_dict, load_yaml, save_yaml, to_dict
+from attnseg.errors import ConfigError, DataError
+from attnseg.io.atomic import atomic_write_text
+from attnseg.training import distributed as D
+from attnseg.training.data import Target, TrainingCase, make_target, preprocess
+from attnseg.training.loop import TrainResult, fit
+from attnseg.training.plan import default_budget_vox, derive_batch_size, derive_patch_size, median_shape
+
+
+def load_run_config(
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults <- ``base`` (e.g. a run's saved config) <- YAML file <- ``key=value`` overrides."""
+    data = to_dict(RunConfig()) if base is None else dict(base)
+    if config_file is not None:
+        data = _merge(data, load_yaml(config_file))
+    data = apply_overrides(data, list(overrides))
+    return from_dict(RunConfig, data)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def select_split(dataset, config: RunConfig) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...]}`` for ``data.fold`` of the seeded k-fold split or of a file."""
+    from attnseg.datasets.splits import load_splits, make_dataset_splits
+
+    dc = config.data
+    labelled = [c.case_id for c in dataset.cases if c.label is not None]
+    if not labelled:
+        raise DataError(f"{dataset.root}: no case has a label; training needs labelled cases")
+    if dc.split == "kfold":
+        folds = make_dataset_splits(dataset, dc.folds, dc.split_seed)
+    elif dc.split == "none":
+        return {"train": sorted(labelled), "val": []}
+    else:
+        folds = load_splits(dc.split)
+    if not 0 <= dc.fold < len(folds):
+        raise ConfigError(f"data.fold={dc.fold}; the split has folds 0..{len(folds) - 1}")
+    fold = folds[dc.fold]
+    known = set(dataset.case_ids)
+    unknown = sorted((set(fold["train"]) | set(fold["val"])) - known)
+    if unknown:
+        raise DataError(f"split fold {dc.fold} names case(s) not in {dataset.root}: {unknown[:5]}")
+    keep = set(labelled)
+    return {"train": [c for c in fold["train"] if c in keep], "val": [c for c in fold["val"] if c in keep]}
+
+
+def load_cases(
+    dataset, case_ids: Sequence[str], config: RunConfig, classes: Sequence[int] | None
+) -> list[TrainingCase]:
+    from attnseg.datasets import load_case
+
+    out = []
+    for case_id in case_ids:
+        case = dataset.case(case_id)
+        image, label, meta = load_case(case, dataset)
+        spacing = tuple(meta.spacing_mm)[: image.ndim - 1] if meta.spacing_mm else (1.0,) * (image.ndim - 1)
+        image, label, spacing = preprocess(image, label, spacing, config.preprocess, classes, case_id)
+        out.append(TrainingCase(case_id, image, None if label is None else np.asarray(label), spacing))
+    return out
+
+
+def derive_settings(
+    config: RunConfig, dataset, target: Target, train_cases: Sequence[TrainingCase], device_type: str
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Fill channels, classes, spatial dims, patch and batch size from the data; return what was derived."""
+    model_cfg = dataclasses.replace(
+        config.model,
+        spatial_dims=dataset.spatial_dims,
+        in_channels=train_cases[0].image.shape[0],
+        out_channels=target.out_channels,
+    )
+    stride = 2 ** (len(model_cfg.features) - 1)  # AttentionUNet/UNet.stride
+    shapes = [c.shape for c in train_cases]
+    median = median_shape(shapes)
+    budget = config.data.patch_budget_vox or default_budget_vox(device_type, dataset.spatial_dims)
+    derived: dict[str, Any] = {
+        "spatial_dims": model_cfg.spatial_dims,
+        "in_channels": model_cfg.in_channels,
+        "out_channels": model_cfg.out_channels,
+        "target": f"{target.kind} ({', '.join(target.channel_names)})",
+        "median_shape": list(median),
+        "network_stride": stride,
+        "patch_budget_vox": budget,
+    }
+    data_cfg = config.data
+    if data_cfg.patch_size is None:
+        patch = derive_patch_size(median, stride, budget)
+        data_cfg = dataclasses.replace(data_cfg, patch_size=patch)
+        derived["patch_size"] = list(patch)
+    elif len(data_cfg.patch_size) != dataset.spatial_dims:
+        raise ConfigError(
+            f"data.patch_size={list(data_cfg.patch_size)} has {len(data_cfg.patch_size)} values; "
+            f"the data are {dataset.spatial_dims}D"
+        )
+    if data_cfg.batch_size is None:
+        batch = derive_batch_size(data_cfg.patch_size, budget, len(train_cases))
+        data_cfg = dataclasses.replace(data_cfg, batch_size=batch)
+        derived["batch_size"] = batch
+    data_cfg = dataclasses.replace(data_cfg, patch_budget_vox=budget)
+    return dataclasses.replace(config, model=model_cfg, data=data_cfg), derived
+
+
+def _infer_labels(cases: Sequence[TrainingCase]) -> dict[str, int]:
+    values = sorted({int(v) for c in cases if c.label is not None for v in np.unique(c.label)} | {0})
+    return {("background" if v == 0 else f"label_{v}"): v for v in values}
+
+
+def train(
+    data_root: str | Path,
+    out: str | Path,
+    *,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    resume: bool = False,
+    stop_after_epochs: int | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train on the dataset at ``data_root``; write the run folder ``out`` (see the module docstring)."""
+    from attnseg.datasets import discover
+    from attnseg.models.registry import build_model
+
+    out = Path(out)
+    last = out / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(
+                f"{out}: nothing to resume (no checkpoints/last.pt); drop --resume to start a run"
+            )
+        saved = load_yaml(out / "config.yaml")
+        config = load_run_config(config_file, overrides, base=_merge(to_dict(RunConfig()), saved))
+    else:
+        if last.is_file():
+            raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or another --out")
+        config = load_run_config(config_file, overrides)
+
+    device_type = "cuda" if (config.train.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
+    dist = D.init_from_env(device_type)
+    dataset = discover(data_root, config.data.layout)
+    if resume and (out / "split.json").is_file():
+        split = json.loads((out / "split.json").read_text())
+    else:
+        split = select_split(dataset, config)
+    if not split["train"]:
+        raise DataError(f"{data_root}: the split leaves no training case")
+
+    labels = dict(dataset.labels)
+    classes = sorted(set(labels.values())) if labels else None
+    train_cases = load_cases(dataset, split["train"], config, classes)
+    val_cases = load_cases(dataset, split["val"], config, classes)
+    if not labels:
+        labels = _infer_labels(train_cases + val_cases)
+    target = make_target(config.data.target, labels, dataset.regions)
+    config, derived = derive_settings(config, dataset, target, train_cases, device_type)
+
+    if dist.is_main:
+        log(
+            f"data: {dataset.root} ({dataset.layout}, {len(dataset)} cases: {len(split['train'])} train, "
+            f"{len(split['val'])} val); channels {', '.join(dataset.channel_names) or derived['in_channels']}"
+        )
+        log("derived from the data: " + ", ".join(f"{k}={v}" for k, v in derived.items()))
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(out / "config.yaml", config)
+        payload = {"data": str(Path(data_root).resolve()), "fold": config.data.fold, **split}
+        atomic_write_text(out / "split.json", json.dumps(payload, indent=1) + "\n")
+        atomic_write_text(out / "derived.json", json.dumps(derived, indent=1) + "\n")
+    D.barrier(dist)
+
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model)
+    try:
+        return fit(
+            model,
+            train_cases,
+            val_cases,
+            target,
+            config,
+            out,
+            resume_from=last if resume else None,
+            stop_after_epochs=stop_after_epochs,
+            log=log,
+            dist_info=dist,
+        )
+    finally:
+        if os.environ.get("WORLD_SIZE", "1") != "1":
+            D.shutdown(dist)
