@@ -15,6 +15,7 @@ from attnseg.inference.predict import (
     LoadedModel,
     PredictOptions,
     find_cases,
+    nonzero_bbox,
     predict_case,
     predict_folder,
     read_settings,
@@ -113,7 +114,8 @@ def test_settings_that_contradict_the_model_are_refused():
 
 def test_predict_case_is_threshold_of_the_normalised_image():
     image = brain()[None]
-    result = predict_case(intensity_model(), image, (1.0, 1.0, 1.0), with_probabilities=True)
+    no_crop = PredictOptions(crop_nonzero=False)
+    result = predict_case(intensity_model(), image, (1.0, 1.0, 1.0), no_crop, with_probabilities=True)
     inside = image[0] != 0
     mean = image[0][inside].mean(dtype=np.float64)
     expected = inside & (image[0] > mean)
@@ -123,6 +125,31 @@ def test_predict_case_is_threshold_of_the_normalised_image():
     normalised = normalize_zscore(image)[0]
     np.testing.assert_allclose(result.probabilities[1], 1 / (1 + np.exp(-normalised)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.probabilities.sum(0), 1.0, rtol=1e-6)
+
+
+def test_nonzero_bbox():
+    image = np.zeros((2, 5, 6, 7), np.float32)
+    image[0, 1, 2, 3] = 1
+    image[1, 3, 4, 3] = -2  # any channel counts, negative values too
+    assert nonzero_bbox(image) == (slice(1, 4), slice(2, 5), slice(3, 4))
+    assert nonzero_bbox(np.zeros((1, 3, 3), np.float32)) is None
+
+
+def test_crop_to_the_nonzero_box_changes_nothing_inside_and_is_background_outside():
+    image = np.zeros((1, 30, 26, 20), np.float32)
+    image[0, 6:20, 4:22, 3:15] = brain((14, 18, 12), seed=4)
+    model = intensity_model()
+    full = predict_case(model, image, options=PredictOptions(crop_nonzero=False), with_probabilities=True)
+    cropped = predict_case(model, image, with_probabilities=True)  # default for zscore_nonzero: crop
+    np.testing.assert_array_equal(cropped.labels, full.labels)
+    box = (slice(None), *nonzero_bbox(image))
+    assert box[1].start >= 6 and box[1].stop <= 20 and box[3].start >= 3 and box[3].stop <= 15
+    np.testing.assert_allclose(cropped.probabilities[box], full.probabilities[box], rtol=1e-5, atol=1e-6)
+    outside = np.ones(image.shape[1:], bool)
+    outside[box[1:]] = False
+    assert (cropped.probabilities[0][outside] == 1).all() and (cropped.probabilities[1][outside] == 0).all()
+    empty = predict_case(model, np.zeros((1, 9, 9, 9), np.float32), with_probabilities=True)
+    assert empty.labels.shape == (9, 9, 9) and not empty.labels.any() and (empty.probabilities[0] == 1).all()
 
 
 def test_predict_case_regions_to_brats_labels_and_components():

@@ -60,6 +60,7 @@ __all__ = [
     "PredictReport",
     "find_cases",
     "load_for_inference",
+    "nonzero_bbox",
     "predict_case",
     "predict_folder",
     "read_settings",
@@ -299,7 +300,11 @@ def load_for_inference(
 class PredictOptions:
     """How to predict. ``slice_axis``: the spatial axis a 2D model runs along over 3D volumes (default:
     the last axis). ``keep_largest``/``min_component_vox``: connected-component rules per class (label
-    values) or per region (1-based region numbers), see ``postprocess_components``."""
+    values) or per region (1-based region numbers), see ``postprocess_components``.
+    ``crop_nonzero``: predict only inside the bounding box of the non-zero voxels (any channel) and
+    call everything outside background, like nnU-Net; default (None): on when the normalisation is
+    ``zscore_nonzero`` (skull-stripped MRI, where the box holds every voxel the statistics use, so
+    the network input inside it is unchanged)."""
 
     overlap: float = 0.5
     batch_size: int = 2
@@ -311,6 +316,7 @@ class PredictOptions:
     keep_largest: bool | Sequence[int] = False
     min_component_vox: int | Mapping[int, int] = 0
     patch_size: Sequence[int] | None = None
+    crop_nonzero: bool | None = None
 
 
 @dataclass
@@ -325,6 +331,31 @@ class CasePrediction:
 def _resize(logits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
     return F.interpolate(logits[None], size=tuple(shape), mode=mode, align_corners=False)[0]
+
+
+def nonzero_bbox(image: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box (slices) of the voxels where any channel is non-zero; None when all are zero."""
+    mask = np.any(np.asarray(image) != 0, axis=0)
+    region = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        region.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(region)
+
+
+def _dtype(settings: InferenceSettings) -> np.dtype:
+    values = [v for vs in (settings.regions or {}).values() for v in vs] + list(settings.values) + [0]
+    return np.dtype(np.uint8) if min(values) >= 0 and max(values) <= 255 else np.dtype(np.int32)
+
+
+def _background_probabilities(settings: InferenceSettings, spatial: Sequence[int]) -> np.ndarray:
+    """Probabilities of 'certainly background': class 0 = 1 (softmax), every region 0 (sigmoid)."""
+    out = np.zeros((settings.out_channels, *spatial), dtype=np.float32)
+    if settings.kind == "labels":
+        out[0] = 1.0
+    return out
 
 
 def predict_case(
@@ -372,7 +403,14 @@ def predict_case(
                 f"case {case_id}: the model was trained at spacing {list(pre.target_spacing_mm)} mm; the "
                 f"image has {data_dims} spatial axes"
             )
-    work, _, _ = preprocess(image, None, spacing, pre, case_id=case_id)
+    crop = options.crop_nonzero if options.crop_nonzero is not None else pre.normalization == "zscore_nonzero"
+    region = nonzero_bbox(image) if crop else tuple(slice(0, n) for n in spatial)
+    if region is None:  # nothing but zeros: background everywhere, no network call
+        labels = np.full(spatial, s.values[0] if s.kind == "labels" and s.values else 0, dtype=_dtype(s))
+        probabilities = _background_probabilities(s, spatial) if with_probabilities else None
+        return CasePrediction(labels, probabilities, time.perf_counter() - start)
+    cropped = image[(slice(None), *region)]
+    work, _, _ = preprocess(np.ascontiguousarray(cropped), None, spacing, pre, case_id=case_id)
 
     patch = tuple(options.patch_size) if options.patch_size else s.patch_size
     logits = sliding_window_inference(
@@ -388,8 +426,8 @@ def predict_case(
         device=model.device,
         channels_last=options.channels_last,
     )
-    if tuple(logits.shape[1:]) != spatial:
-        logits = _resize(logits, spatial)
+    if tuple(logits.shape[1:]) != tuple(cropped.shape[1:]):
+        logits = _resize(logits, cropped.shape[1:])
 
     if s.kind == "regions":
         masks = regions_from_logits(logits, options.threshold)
@@ -400,14 +438,19 @@ def predict_case(
                 min_voxels=options.min_component_vox,
                 channels_first=True,
             )
-        labels = regions_to_label_map(masks, s.regions or {})
+        part = regions_to_label_map(masks, s.regions or {})
     else:
-        labels = labels_from_logits(logits, s.values)
-        if options.keep_largest is not False or options.min_component_vox:
-            labels = postprocess_components(
-                labels, keep_largest=options.keep_largest, min_voxels=options.min_component_vox
-            )
-    probabilities = probabilities_from_logits(logits, s.activation) if with_probabilities else None
+        part = labels_from_logits(logits, s.values)
+    labels = np.full(spatial, s.values[0] if s.kind == "labels" else 0, dtype=part.dtype)
+    labels[region] = part
+    if s.kind == "labels" and (options.keep_largest is not False or options.min_component_vox):
+        labels = postprocess_components(
+            labels, keep_largest=options.keep_largest, min_voxels=options.min_component_vox
+        )
+    probabilities = None
+    if with_probabilities:
+        probabilities = _background_probabilities(s, spatial)
+        probabilities[(slice(None), *region)] = probabilities_from_logits(logits, s.activation)
     return CasePrediction(labels, probabilities, time.perf_counter() - start)
 
 
