@@ -377,6 +377,9 @@ def export_onnx(
 
     module = fold_depth(model) if fold else copy.deepcopy(model)
     module.eval()
+    for sub in module.modules():  # exporters cannot express memory formats; the graph is NCHW
+        if getattr(sub, "channels_last", None) not in (None, False):
+            sub.channels_last = False
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn((1, channels, *traced_size), generator=generator)
     with torch.no_grad():
@@ -455,6 +458,97 @@ def check_parity(
     return report
 
 
+# --- a model file -> an ONNX file (what `attnseg export` runs) -------------------------------------------
+def export_model_file(
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    int8: bool = False,
+    calibration: str | Path | None = None,
+    calibration_windows: int = 16,
+    calibration_cases: int = 8,
+    exporter: str = "auto",
+    opset: int = DEFAULT_OPSET,
+    fold: bool | None = None,
+    quant_format: str = "qoperator",
+    tolerance: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Export a model file (``save_model``/training ``model.pt``) with its metadata; optionally INT8.
+
+    ``calibration``: the dataset folder the model was trained on. Needed for ``int8``; for fp32 it
+    adds a parity check on real windows (same tolerance as the random one). ``fold``: default on
+    for INT8 (3D), off for fp32 (measured faster each way). Returns a summary for printing.
+    """
+    from attnseg.models.checkpoint import load_model
+
+    model = load_model(model_path).eval()
+    extra = metadata_from_model_file(model_path)
+    spatial_dims = int(model.spatial_dims)
+    patch = tuple(extra.get("patch_size") or (96 if spatial_dims == 3 else 256,) * spatial_dims)
+    extra.setdefault("patch_size", list(patch))
+    windows: list[np.ndarray] = []
+    if calibration is not None:
+        from attnseg.export.quantize import calibration_windows as make_windows
+
+        windows = make_windows(
+            calibration,
+            patch,
+            n_windows=calibration_windows,
+            max_cases=calibration_cases,
+            preprocess=extra.get("preprocess"),
+            seed=seed,
+        )
+    summary: dict[str, Any] = {"model": str(model_path), "out": str(out), "patch_size": list(patch)}
+    if int8:
+        from attnseg.export.quantize import quantize_model
+
+        if not windows:
+            raise ConfigError("--int8 needs --calibration DATA: the dataset folder the model was trained on")
+        report = quantize_model(
+            model,
+            out,
+            windows,
+            metadata=extra,
+            fold=True if fold is None else fold,
+            quant_format=quant_format,
+            exporter=exporter,
+        )
+        summary.update(
+            precision="int8",
+            exporter=report.exporter,
+            float_size_bytes=report.float_size_bytes,
+            size_bytes=report.int8_size_bytes,
+            integer_ops=report.integer_ops,
+            float_convs=report.float_convs,
+            max_abs_diff=report.max_abs_diff,
+            argmax_agreement=report.argmax_agreement,
+            calibration_windows=report.calibration_windows,
+        )
+        return summary
+    report = export_onnx(
+        model,
+        out,
+        example_size=patch,
+        opset=opset,
+        exporter=exporter,
+        fold=bool(fold),
+        metadata=extra,
+        tolerance=tolerance,
+        seed=seed,
+    )
+    summary.update(
+        precision="float32",
+        exporter=report.exporter,
+        size_bytes=report.size_bytes,
+        parity_random=str(report.parity),
+    )
+    if windows:
+        real = torch.from_numpy(np.concatenate(windows[:2]))
+        summary["parity_real"] = str(check_parity(model, out, real, tolerance=tolerance, what=str(out)))
+    return summary
+
+
 __all__ = [
     "DepthFoldedConv3d",
     "ExportReport",
@@ -462,6 +556,7 @@ __all__ = [
     "build_metadata",
     "check_parity",
     "compare_logits",
+    "export_model_file",
     "export_onnx",
     "fold_depth",
     "metadata_from_model_file",
