@@ -1,0 +1,33 @@
+"""Seeing the model: attention-map figures, Grad-CAM, training curves and a self-contained HTML report."""
+
+from attnseg.viz.figures import (
+    ModelOutput,
+    SliceView,
+    attention_maps,
+    case_figure,
+    forward_with_attention,
+    gate_hooks,
+    label_colour,
+    logits_to_labels,
+    make_view,
+    most_foreground_slice,
+    save_figure,
+    view_axis,
+)
+from attnseg.viz.gradcam import grad_cam
+
+__all__ = [
+    "ModelOutput",
+    "SliceView",
+    "attention_maps",
+    "case_figure",
+    "forward_with_attention",
+    "gate_hooks",
+    "grad_cam",
+    "label_colour",
+    "logits_to_labels",
+    "make_view",
+    "most_foreground_slice",
+    "save_figure",
+    "view_axis",
+]
