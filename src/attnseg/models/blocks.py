@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnseg.models.fused import instance_norm_leaky_relu
+
 NORMS = ("instance", "batch", "group")
 ACTS = ("leaky_relu", "relu")
 
@@ -42,8 +44,26 @@ def make_act(kind: str) -> nn.Module:
     raise ValueError(f"act={kind!r} is not supported; pass one of {', '.join(ACTS)}")
 
 
+# Instance norm + activation run as one autograd function (attnseg.models.fused) unless a graph is
+# being traced for export; set False to compare with the stock modules.
+FUSED_NORM_ACT = True
+
+
+def _tracing() -> bool:
+    return (
+        torch.onnx.is_in_onnx_export()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+    )
+
+
 class ConvNormAct(nn.Sequential):
-    """3x3(x3) convolution (no bias: the norm that follows has one), norm, activation."""
+    """3x3(x3) convolution (no bias: the norm that follows has one), norm, activation.
+
+    With instance norm the norm and activation run fused (same maths, less memory); the modules stay
+    in place (``block[1]`` is the norm) so weights, export and inspection see the usual layers.
+    """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm: str, act: str):
         super().__init__(
@@ -51,6 +71,15 @@ class ConvNormAct(nn.Sequential):
             make_norm(norm, spatial_dims, out_channels),
             make_act(act),
         )
+        self._fusable = norm == "instance"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm, act = self[0], self[1], self[2]
+        x = conv(x)
+        if self._fusable and FUSED_NORM_ACT and not _tracing():
+            slope = act.negative_slope if isinstance(act, nn.LeakyReLU) else 0.0
+            return instance_norm_leaky_relu(x, norm.weight, norm.bias, norm.eps, slope)
+        return act(norm(x))
 
 
 class ConvBlock(nn.Sequential):
