@@ -23,6 +23,7 @@ def _smoke_args(p: argparse.ArgumentParser) -> None:
 
 
 def _smoke_run(args: argparse.Namespace) -> int:
+    """Train a tiny Attention U-Net for a few steps on synthetic spheres (install check)."""
     from attnseg.models.smoke import smoke_run
 
     result = smoke_run(steps=args.steps, size=args.size, seed=args.seed)
@@ -298,6 +299,84 @@ def _train_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- visualize: attention maps, Grad-CAM and prediction of one case; or a run's training curves -----
+def _visualize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model file (.pt) or run folder; a run folder alone: its training curves")
+    p.add_argument("case", nargs="?", help="image file, dataset folder or case folder")
+    p.add_argument("--out", help="PNG to write (default <case id>_<axis>.png, or RUN/training_curves.png)")
+    p.add_argument("--slice", type=int, help="slice index (default: the slice with the most foreground)")
+    p.add_argument("--axis", choices=["ax", "co", "sa"], default="ax", help="axial, coronal or sagittal")
+    p.add_argument("--gate", type=int, action="append", help="show this gate only (repeatable; 0 = deepest)")
+    p.add_argument("--channel", action="append", help="show this input channel, number or name (repeatable)")
+    p.add_argument("--case-id", help="which case of a dataset folder (default: the first)")
+    p.add_argument("--label", help="label file for a CASE given as an image file")
+    p.add_argument(
+        "--gradcam", nargs="?", const="auto", help="add Grad-CAM for this class/region name or value"
+    )
+    p.add_argument("--gradcam-layer", help="module name, e.g. decoder.2 (default: the last decoder block)")
+    p.add_argument("--patch-size", type=int, nargs="+", help="sliding-window size (default: the run's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
+
+
+def _visualize_run(args: argparse.Namespace) -> int:
+    """Draw a case's input, truth, attention-gate maps, prediction (and Grad-CAM), or a run's curves."""
+    from attnseg.viz.visualize import visualize
+
+    result = visualize(
+        args.model,
+        args.case,
+        args.out,
+        view=args.axis,
+        index=args.slice,
+        gates=args.gate,
+        channels=args.channel,
+        case_id=args.case_id,
+        label=args.label,
+        gradcam=args.gradcam,
+        gradcam_layer=args.gradcam_layer,
+        patch_size=args.patch_size,
+        device=args.device,
+        dpi=args.dpi,
+    )
+    print(result.describe())
+    return 0
+
+
+# --- quickstart: phantom data -> train -> evaluate held-out cases -> table ------------------------
+def _quickstart_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="quickstart", help="output folder (default ./quickstart)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous quickstart in --out")
+    p.add_argument("--train-cases", type=int, default=20, help="phantom training cases (default 20)")
+    p.add_argument("--test-cases", type=int, default=6, help="held-out phantom cases (default 6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2; 0 = torch's choice)")
+    p.add_argument("--no-figures", action="store_true", help="skip the per-case figures")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training setting, e.g. --set train.time_limit_s=900",
+    )
+
+
+def _quickstart_run(args: argparse.Namespace) -> int:
+    """Phantom data -> train an Attention U-Net -> evaluate held-out cases (about 10 min on a CPU)."""
+    from attnseg.quickstart import QuickstartSettings, quickstart
+
+    settings = QuickstartSettings(
+        n_train=args.train_cases,
+        n_test=args.test_cases,
+        seed=args.seed,
+        threads=args.threads,
+        overrides=tuple(args.overrides),
+    )
+    quickstart(args.out, settings, overwrite=args.overwrite, figures=not args.no_figures)
+    return 0
+
+
 COMMANDS: list[Command] = [
     ("smoke", _smoke_args, _smoke_run),
     ("evaluate", _evaluate_args, _evaluate_run),
@@ -305,7 +384,9 @@ COMMANDS: list[Command] = [
     ("demo-data", _demo_data_args, _demo_data_run),
     ("predict", _predict_args, _predict_run),
     ("train", _train_args, _train_run),
+    ("quickstart", _quickstart_args, _quickstart_run),
     ("export", _export_args, _export_run),
+    ("visualize", _visualize_args, _visualize_run),
 ]
 
 
