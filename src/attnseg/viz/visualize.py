@@ -1,0 +1,508 @@
+"""``attnseg visualize``: a model file (or run folder) and a case -> one figure; a run folder -> curves.
+
+This module only glues: it loads the model and the case, prepares the image as training did
+(normalisation and spacing from the run's ``config.yaml`` when the model file sits in a run folder),
+runs the model once with gate hooks (:func:`attnseg.viz.figures.forward_with_attention`), picks the
+slice and draws :func:`attnseg.viz.figures.case_figure`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnseg.errors import ConfigError, DataError, ModelFileError
+from attnseg.viz.figures import (
+    VIEW_NAMES,
+    case_figure,
+    forward_with_attention,
+    logits_to_labels,
+    make_view,
+    most_foreground_slice,
+    save_figure,
+    view_axis,
+)
+
+__all__ = [
+    "CaseData",
+    "ModelBundle",
+    "VisualizeResult",
+    "load_case_data",
+    "load_model_bundle",
+    "prepare_image",
+    "render_case",
+    "visualize",
+    "visualize_case",
+]
+
+# whole-volume forward above this many voxels is replaced by windows of DEFAULT_WINDOW (memory)
+MAX_WHOLE_VOLUME_VOX = 160**3
+DEFAULT_WINDOW = 128
+MODEL_FILE_NAMES = ("model.pt", "checkpoints/best.pt", "checkpoints/last.pt")
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model and what the run knew about it (target, preprocessing, patch size)."""
+
+    model: nn.Module
+    path: Path | None = None
+    target: dict[str, Any] | None = None
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    patch_size: tuple[int, ...] | None = None
+    channel_names: list[str] | None = None
+    run_dir: Path | None = None
+
+
+def load_model_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load a model file, or the model of a run folder (``model.pt``, else ``checkpoints/best.pt``).
+
+    Target, preprocessing, patch size and channel names are resolved exactly as ``attnseg predict``
+    resolves them (:func:`attnseg.inference.predict.read_settings`); a default patch size is dropped
+    (small cases then run as one whole-volume forward).
+    """
+    from attnseg.inference.predict import read_settings
+    from attnseg.models import load_model, read_model_file
+
+    path = Path(path)
+    if path.is_dir():
+        found = next((path / n for n in MODEL_FILE_NAMES if (path / n).is_file()), None)
+        if found is None:
+            raise ModelFileError(
+                f"{path}: no model file in this folder (looked for {', '.join(MODEL_FILE_NAMES)})"
+            )
+        path = found
+    if path.suffix.lower() == ".onnx":
+        raise ModelFileError(
+            f"{path}: attention maps and Grad-CAM need the PyTorch model file (.pt) the ONNX file was "
+            "exported from (they hook into the network's modules)"
+        )
+    payload = read_model_file(path)
+    settings = read_settings(payload, path)
+    model = load_model(path, map_location=device)
+    target: dict[str, Any] = {
+        "kind": settings.kind,
+        "values": list(settings.values),
+        "names": list(settings.names),
+        "regions": [list(v) for v in (settings.regions or {}).values()],
+    }
+    patch = None if settings.sources.get("patch_size") == "default" else tuple(settings.patch_size)
+    run_dir = next((f for f in (path.parent, path.parent.parent) if (f / "config.yaml").is_file()), None)
+    return ModelBundle(
+        model=model,
+        path=path,
+        target=target,
+        preprocess=dataclasses.asdict(settings.preprocess),
+        patch_size=patch,
+        channel_names=list(settings.channel_names) if settings.channel_names else None,
+        run_dir=run_dir,
+    )
+
+
+@dataclass
+class CaseData:
+    """One case as arrays: image ``(C, *spatial)`` float32, label ``(*spatial)`` or None, geometry, names."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing_mm: tuple[float, ...]
+    axcodes: tuple[str, ...] | None = None
+    channel_names: list[str] | None = None
+    class_names: dict[int, str] = field(default_factory=dict)
+
+
+def _strip_suffix(name: str) -> str:
+    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _load_file(path: Path, label_path: Path | None) -> CaseData:
+    from attnseg.io.images2d import is_image2d, load_image2d, load_mask2d
+    from attnseg.io.nifti import is_nifti, load_image, load_label
+
+    if is_nifti(path):
+        image, meta = load_image(path)
+        label = None
+        if label_path is not None:
+            label, lmeta = load_label(label_path)
+            if label.shape != meta.shape:
+                raise DataError(
+                    f"{label_path}: label has shape {label.shape}; the image {path} has {meta.shape}"
+                )
+        axcodes = meta.axcodes if len(meta.shape) == 3 else None
+        return CaseData(_strip_suffix(path.name), image, label, tuple(meta.spacing_mm), axcodes)
+    if is_image2d(path):
+        image, meta = load_image2d(path)
+        label = None
+        if label_path is not None:
+            label, _ = load_mask2d(label_path)
+            if label.shape != meta.shape:
+                raise DataError(
+                    f"{label_path}: mask has shape {label.shape}; the image {path} has {meta.shape}"
+                )
+        return CaseData(_strip_suffix(path.name), image, label, tuple(meta.spacing_mm), None)
+    raise DataError(f"{path}: not a NIfTI or 2D image file (.nii, .nii.gz, .png, .jpg, .tif)")
+
+
+def _from_dataset(root: Path, case_id: str | None, layout: str) -> CaseData:
+    from attnseg.datasets import discover, load_case
+
+    dataset = discover(root, layout)
+    if case_id is None:
+        case = dataset.cases[0]
+    else:
+        matches = [c for c in dataset.cases if c.case_id == case_id]
+        if not matches:
+            shown = ", ".join(dataset.case_ids[:5]) + (" ..." if len(dataset) > 5 else "")
+            raise DataError(f"{root}: no case {case_id!r} in this dataset (cases: {shown})")
+        case = matches[0]
+    image, label, meta = load_case(case, dataset)
+    axcodes = meta.axcodes if len(meta.shape) == 3 else None
+    return CaseData(
+        case.case_id,
+        image,
+        label,
+        tuple(meta.spacing_mm),
+        axcodes,
+        list(dataset.channel_names) or None,
+        {int(v): str(n) for n, v in dataset.labels.items()},
+    )
+
+
+def load_case_data(
+    case: str | Path, *, case_id: str | None = None, label: str | Path | None = None, layout: str = "auto"
+) -> CaseData:
+    """A case from an image file (NIfTI or 2D; ``label`` optional), a dataset folder (``case_id``,
+    default the first case) or one case's folder inside a dataset (e.g. a BraTS patient folder)."""
+    path = Path(case)
+    if path.is_file():
+        return _load_file(path, Path(label) if label is not None else None)
+    if not path.is_dir():
+        raise DataError(f"{path}: case not found (pass an image file, a dataset folder or a case folder)")
+    try:
+        return _from_dataset(path, case_id, layout)
+    except (DataError, ConfigError) as first:
+        try:  # a case folder: discover its parent and pick the case named like the folder
+            return _from_dataset(path.parent, case_id or path.name, layout)
+        except (DataError, ConfigError):
+            raise first from None
+
+
+def prepare_image(
+    image: np.ndarray,
+    label: np.ndarray | None,
+    spacing_mm: Sequence[float],
+    preprocess: Mapping[str, Any] | None = None,
+    case_id: str = "?",
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...]]:
+    """Resample and normalise exactly as training did (:func:`attnseg.training.data.preprocess`);
+    ``preprocess`` is a ``PreprocessConfig`` as a dict (default: z-score inside the non-zero region)."""
+    from attnseg.config import PreprocessConfig, from_dict
+    from attnseg.training.data import preprocess as training_preprocess
+
+    config = from_dict(PreprocessConfig, dict(preprocess or {}), "preprocess")
+    classes = sorted(int(v) for v in np.unique(label)) if label is not None else None
+    return training_preprocess(image, label, spacing_mm, config, classes=classes, case_id=case_id)
+
+
+@dataclass
+class VisualizeResult:
+    """What was drawn: the PNG, the case and slice, the panel count and the case's Dice per class."""
+
+    path: Path | None
+    case_id: str
+    view: str
+    slice_index: int | None
+    panels: int
+    dice: dict[str, float] = field(default_factory=dict)
+    figure: Any = None
+    kind: str = "case"  # "case" or "curves"
+
+    def describe(self) -> str:
+        if self.kind == "curves":
+            return f"wrote {self.path} (training curves of {self.case_id})"
+        where = (
+            f"{VIEW_NAMES.get(self.view, self.view)} slice {self.slice_index}"
+            if self.slice_index is not None
+            else "2D image"
+        )
+        text = f"wrote {self.path}: case {self.case_id}, {where}, {self.panels} panels"
+        if self.dice:
+            text += "; Dice " + ", ".join(f"{n} {d:.4f}" for n, d in self.dice.items())
+        return text
+
+
+def _select_channels(spec: Sequence[str | int] | None, names: Sequence[str]) -> list[int] | None:
+    if not spec:
+        return None
+    out = []
+    lower = [n.lower() for n in names]
+    for item in spec:
+        text = str(item).strip()
+        if text.lstrip("-").isdigit():
+            c = int(text)
+            if not 0 <= c < len(names):
+                raise ConfigError(
+                    f"--channel {c}: the case has {len(names)} channel(s) (0..{len(names) - 1})"
+                )
+            out.append(c)
+        elif text.lower() in lower:
+            out.append(lower.index(text.lower()))
+        else:
+            raise ConfigError(f"--channel {text!r}: not a channel number or name ({', '.join(names)})")
+    return out
+
+
+def resolve_output_class(
+    spec: str | int | None,
+    target: Mapping[str, Any] | None,
+    class_names: Mapping[int, str],
+    out_channels: int,
+) -> tuple[int, str]:
+    """A class/region name, or a label value (softmax) / region number (sigmoid) -> (output channel, name).
+
+    ``None``/``"auto"``: the first foreground class (channel 1), or channel 0 for sigmoid outputs.
+    """
+    kind = (target or {}).get("kind", "labels" if out_channels > 1 else "regions")
+    names = [str(n) for n in (target or {}).get("names", [])]
+    values = [int(v) for v in (target or {}).get("values", [])]
+    if kind == "regions":
+        labels_of_channel = names if names else [f"output {i}" for i in range(out_channels)]
+    else:
+        if not values:
+            values = list(range(out_channels))
+        labels_of_channel = [
+            class_names.get(v, names[i] if i < len(names) else f"label {v}") for i, v in enumerate(values)
+        ]
+    if spec is None or str(spec) == "auto":
+        channel = 0 if kind == "regions" or out_channels == 1 else 1
+        return channel, labels_of_channel[channel] if channel < len(
+            labels_of_channel
+        ) else f"output {channel}"
+    text = str(spec).strip()
+    lowered = [n.lower() for n in labels_of_channel]
+    if text.lower() in lowered:
+        return lowered.index(text.lower()), labels_of_channel[lowered.index(text.lower())]
+    if text.isdigit():
+        number = int(text)
+        if kind == "regions":
+            if 0 <= number < out_channels:
+                return number, labels_of_channel[number]
+        elif number in values:
+            return values.index(number), labels_of_channel[values.index(number)]
+    raise ConfigError(
+        f"--gradcam {text!r}: pass one of {', '.join(labels_of_channel)}"
+        + (
+            " or a region number"
+            if kind == "regions"
+            else f" or a label value ({', '.join(map(str, values))})"
+        )
+    )
+
+
+def _dice_per_class(pred: np.ndarray, truth: np.ndarray, class_names: Mapping[int, str]) -> dict[str, float]:
+    from attnseg.metrics import dice
+
+    values = sorted((set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())) - {0})
+    return {class_names.get(int(v), f"label {v}"): float(dice(pred == v, truth == v)) for v in values}
+
+
+def render_case(
+    bundle: ModelBundle,
+    case: CaseData,
+    *,
+    view: str = "ax",
+    index: int | None = None,
+    gates: Sequence[int] | None = None,
+    channels: Sequence[str | int] | None = None,
+    gradcam: str | int | None = None,
+    gradcam_layer: str | None = None,
+    patch_size: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    prepared: bool = False,
+    title: str | None = None,
+) -> VisualizeResult:
+    """Run the model on one case and draw its figure (``result.figure``; nothing is written).
+
+    ``gradcam``: add a Grad-CAM panel for this class (see :func:`resolve_output_class`; ``"auto"``
+    for the first foreground class). ``prepared``: the image is already normalised.
+    """
+    from attnseg.viz.gradcam import grad_cam, window_around
+
+    model = bundle.model
+    image, label, spacing = (
+        (case.image, case.label, case.spacing_mm)
+        if prepared
+        else prepare_image(case.image, case.label, case.spacing_mm, bundle.preprocess, case.case_id)
+    )
+    in_channels = int(getattr(model, "in_channels", image.shape[0]))
+    if image.shape[0] != in_channels:
+        raise DataError(
+            f"case {case.case_id}: image has {image.shape[0]} channel(s); the model expects {in_channels}"
+        )
+    model_dims = int(getattr(model, "spatial_dims", image.ndim - 1))
+    case_dims = image.ndim - 1
+    if model_dims == 3 and case_dims == 2:
+        raise DataError(f"case {case.case_id} is a 2D image; the model is 3D (give it a volume)")
+    if view not in VIEW_NAMES:
+        raise ConfigError(f"--axis {view!r}: pass ax, co or sa")
+    slice_axis = view_axis(view, case.axcodes) if (model_dims == 2 and case_dims == 3) else None
+    if patch_size is None:
+        patch_size = bundle.patch_size
+    if patch_size is not None and len(patch_size) != model_dims:
+        patch_size = None  # e.g. a 3D patch for a 2D model over slices: not meaningful
+    if patch_size is None and model_dims == 3 and int(np.prod(image.shape[1:])) > MAX_WHOLE_VOLUME_VOX:
+        patch_size = tuple(min(s, DEFAULT_WINDOW) for s in image.shape[1:])
+
+    out = forward_with_attention(
+        model, image, gates=gates, patch_size=patch_size, overlap=overlap, slice_axis=slice_axis
+    )
+    pred = logits_to_labels(out.logits, bundle.target)
+    class_names = dict(case.class_names)
+    if bundle.target and bundle.target.get("kind") == "labels" and not class_names:
+        class_names = {int(v): str(n) for v, n in zip(bundle.target["values"], bundle.target["names"])}
+    class_names = {v: n for v, n in class_names.items() if v != 0}
+
+    if case_dims == 3:
+        axis = view_axis(view, case.axcodes)
+        if index is None:
+            for source in (label, pred):
+                if source is not None:
+                    index = most_foreground_slice(source, axis)
+                    if index is not None:
+                        break
+    slice_view = make_view(image.shape[1:], spacing, view, index, case.axcodes)
+
+    cam = None
+    cam_title = "Grad-CAM"
+    if gradcam is not None:
+        channel, cam_name = resolve_output_class(gradcam, bundle.target, class_names, out.logits.shape[0])
+        layer_name = gradcam_layer or f"decoder.{len(getattr(model, 'decoder', [None])) - 1}"
+        cam_title = f"Grad-CAM: {cam_name} at {layer_name}"
+        cam = np.zeros(image.shape[1:], dtype=np.float32)
+        if slice_axis is not None:  # 2D model over a volume: the shown slice only
+            plane = np.take(image, slice_view.index, axis=1 + slice_axis)
+            np.moveaxis(cam, slice_axis, 0)[slice_view.index] = grad_cam(
+                model, plane, channel, layer=gradcam_layer
+            )
+        elif patch_size is not None and any(p < s for p, s in zip(patch_size, image.shape[1:])):
+            centre = [s // 2 for s in image.shape[1:]]
+            fg = np.argwhere(pred != 0)
+            if fg.size:
+                centre = [int(c) for c in fg.mean(axis=0)]
+            if slice_view.axis is not None:
+                centre[slice_view.axis] = slice_view.index
+            window = window_around(image.shape[1:], patch_size, centre)
+            cam[window] = grad_cam(model, image[(slice(None), *window)], channel, layer=gradcam_layer)
+            cam_title += " (one window)"
+        else:
+            cam = grad_cam(model, image, channel, layer=gradcam_layer)
+
+    depth = len(getattr(model, "features", ())) or None
+    gate_names = {}
+    for k in out.maps:
+        level = depth - 2 - k if depth else None
+        gate_names[k] = f"attention gate {k}" + (f" (1/{2**level} res.)" if level is not None else "")
+    dice = _dice_per_class(pred, label, class_names) if label is not None else {}
+    names = case.channel_names or bundle.channel_names or [f"channel {c}" for c in range(image.shape[0])]
+    if title is None:
+        spacing_text = " x ".join(f"{s:g}" for s in spacing)
+        title = f"{case.case_id}  ·  {slice_view.name}  ·  voxel {spacing_text} mm"
+        if dice:
+            title += "  ·  Dice " + ", ".join(f"{n} {d:.3f}" for n, d in dice.items())
+        if model_dims == 2 and case_dims == 3:
+            title += "  ·  2D model, slice by slice"
+    norm = (bundle.preprocess or {}).get("normalization", "zscore_nonzero")
+    fig = case_figure(
+        image,
+        spacing_mm=spacing,
+        view=slice_view,
+        label=label,
+        prediction=pred,
+        maps=out.maps,
+        gradcam=cam,
+        gradcam_title=cam_title,
+        channels=_select_channels(channels, names),
+        channel_names=names,
+        class_names=class_names,
+        gate_names=gate_names,
+        title=title,
+        intensity_label="intensity (z-score)" if norm.startswith("zscore") else "intensity",
+    )
+    n_panels = sum(1 for ax in fig.axes if ax.get_label().startswith("panel:"))
+    return VisualizeResult(
+        None,
+        case.case_id,
+        view,
+        slice_view.index if slice_view.axis is not None else None,
+        n_panels,
+        dice,
+        fig,
+    )
+
+
+def visualize_case(
+    model: str | Path | ModelBundle,
+    case: str | Path | CaseData,
+    out: str | Path,
+    *,
+    case_id: str | None = None,
+    label: str | Path | None = None,
+    layout: str = "auto",
+    device: str = "cpu",
+    dpi: int = 100,
+    **options: Any,
+) -> VisualizeResult:
+    """Load ``model`` and ``case``, draw the figure (see :func:`render_case`) and write it as PNG."""
+    bundle = model if isinstance(model, ModelBundle) else load_model_bundle(model, device)
+    data = (
+        case
+        if isinstance(case, CaseData)
+        else load_case_data(case, case_id=case_id, label=label, layout=layout)
+    )
+    result = render_case(bundle, data, **options)
+    result.path = save_figure(result.figure, out, dpi=dpi)
+    result.figure = None
+    return result
+
+
+def visualize(
+    model: str | Path,
+    case: str | Path | None = None,
+    out: str | Path | None = None,
+    **options: Any,
+) -> VisualizeResult:
+    """``attnseg visualize``: a run folder without a case -> its training curves
+    (``RUN/training_curves.png`` by default); a model (file or run folder) and a case -> the case
+    figure (``<case id>_<axis>.png`` by default)."""
+    from attnseg.viz.curves import is_run_folder, plot_training_curves
+
+    model = Path(model)
+    dpi = int(options.pop("dpi", 100))
+    if case is None:
+        if not is_run_folder(model):
+            raise DataError(
+                f"{model}: not a run folder (no metrics.jsonl / metrics.csv); to draw a case pass MODEL CASE"
+            )
+        path = plot_training_curves(model, Path(out) if out else model / "training_curves.png", dpi=dpi)
+        return VisualizeResult(path, model.name, "", None, 3, kind="curves")
+    view = options.get("view", "ax")
+    case_id = options.pop("case_id", None)
+    label = options.pop("label", None)
+    layout = options.pop("layout", "auto")
+    device = options.pop("device", "cpu")
+    bundle = load_model_bundle(model, device)
+    data = load_case_data(case, case_id=case_id, label=label, layout=layout)
+    if out is None:
+        out = Path(f"{data.case_id}_{view}.png")
+    return visualize_case(bundle, data, out, dpi=dpi, **options)

@@ -1,0 +1,170 @@
+"""``attnseg visualize``: a model file and a case (dataset, case folder, image file, 2D) -> one figure;
+a run folder -> training curves."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attnseg import phantom
+from attnseg.cli import main
+from attnseg.datasets import discover, load_case
+from attnseg.io.nifti import save_image
+from attnseg.models import AttentionUNet, save_model
+from attnseg.viz.figures import most_foreground_slice
+from attnseg.viz.visualize import CaseData, load_model_bundle, render_case
+
+TARGET = {"kind": "labels", "values": [0, 1, 2, 4], "names": ["background", "NCR", "ED", "ET"], "regions": []}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom")
+    phantom.write_phantom_dataset(root / "data", 1, 0, layout="brats", shape=(24, 24, 16), spacing_mm=3.0)
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    model = AttentionUNet(3, 4, 4, (4, 8, 16)).eval()
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model(path, model, {"target": TARGET})
+    return path
+
+
+def panel_kinds(fig) -> list[str]:
+    return [ax.get_label().split(":", 1)[1] for ax in fig.axes if ax.get_label().startswith("panel:")]
+
+
+def test_cli_dataset_folder(data_dir, model_file, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    rc = main(["visualize", str(model_file), str(data_dir), "--out", str(out), "--gradcam", "ET"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    dataset = discover(data_dir)
+    _, label, _ = load_case(dataset.cases[0], dataset)
+    expected_slice = most_foreground_slice(label, 2)  # phantom files are RAS: axial = axis 2
+    assert f"case Phantom_000, axial slice {expected_slice}, 9 panels" in text
+    assert "Dice NCR/NET" in text  # class names from the dataset
+    # 4 channels + truth + 2 gates + prediction + Grad-CAM = 9 panels
+    with Image.open(out) as png:
+        assert png.size == (1580, 3 * 335 + 45)  # 4 columns, 3 rows, square 24x24 slices
+
+
+def test_gate_forced_to_zero_gives_a_zero_panel(data_dir, model_file, tmp_path):
+    bundle = load_model_bundle(model_file)
+    norm = bundle.model.gates[1].psi[1]
+    with torch.no_grad():
+        norm.weight.zero_()
+        norm.bias.fill_(-1e4)
+    dataset = discover(data_dir)
+    image, label, meta = load_case(dataset.cases[0], dataset)
+    case = CaseData("c", image, label, meta.spacing_mm, meta.axcodes, dataset.channel_names)
+    result = render_case(bundle, case, view="co", channels=["t1ce"])
+    assert panel_kinds(result.figure) == ["channel", "truth", "gate", "gate", "prediction"]
+    gates = [ax for ax in result.figure.axes if ax.get_label() == "panel:gate"]
+    assert gates[0].get_title().startswith("attention gate 0") and gates[1].get_title().startswith(
+        "attention gate 1"
+    )
+    assert np.asarray(gates[1].images[-1].get_array()).max() == 0.0
+    assert np.asarray(gates[0].images[-1].get_array()).max() > 0.0
+    assert result.slice_index == most_foreground_slice(label, 1)
+
+
+def test_cli_case_folder_image_file_and_options(data_dir, model_file, tmp_path, capsys):
+    case_dir = data_dir / "Phantom_000"
+    rc = main(["visualize", str(model_file), str(case_dir), "--out", str(tmp_path / "a.png"), "--slice", "3",
+               "--axis", "sa", "--gate", "0", "--channel", "flair"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0 and "case Phantom_000, sagittal slice 3, 4 panels" in text
+    # one 4D NIfTI image file plus a label file
+    dataset = discover(data_dir)
+    image, label, meta = load_case(dataset.cases[0], dataset)
+    save_image(tmp_path / "img.nii.gz", image, affine=meta.affine)  # (C, X, Y, Z): channels last on disk
+    save_image(tmp_path / "lab.nii.gz", label.astype(np.uint8), affine=meta.affine)
+    rc = main(["visualize", str(model_file), str(tmp_path / "img.nii.gz"), "--label", str(tmp_path / "lab.nii.gz"),
+               "--out", str(tmp_path / "b.png"), "--channel", "0", "--channel", "3"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0 and "case img, axial slice" in text and "6 panels" in text
+
+
+def test_cli_errors(data_dir, model_file, tmp_path, capsys):
+    torch.manual_seed(0)
+    two = tmp_path / "two.pt"
+    save_model(two, AttentionUNet(3, 2, 2, (4, 8)))
+    assert main(["visualize", str(two), str(data_dir), "--out", str(tmp_path / "x.png")]) == 2
+    assert "4 channel(s); the model expects 2" in capsys.readouterr().err
+    assert main(["visualize", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert (
+        main(
+            ["visualize", str(model_file), str(data_dir), "--gradcam", "XX", "--out", str(tmp_path / "y.png")]
+        )
+        == 2
+    )
+    assert "--gradcam 'XX'" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_cli_run_folder_curves(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"epoch": e, "lr": 0.01, "train_loss": 1 / e, "val_dice": {"a": e / 4}} for e in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert main(["visualize", str(run)]) == 0
+    assert "training curves of run" in capsys.readouterr().out
+    with Image.open(run / "training_curves.png") as png:
+        assert png.size == (1300, 380)
+
+
+def test_2d_model_on_a_2d_image_and_over_a_volume(tmp_path):
+    torch.manual_seed(0)
+    model2d = AttentionUNet(2, 1, 2, (4, 8, 16)).eval()
+    path = tmp_path / "m2d.pt"
+    save_model(path, model2d)
+    bundle = load_model_bundle(path)
+    image = np.random.default_rng(0).normal(size=(1, 30, 40)).astype(np.float32)
+    label = np.zeros((30, 40), np.uint8)
+    label[5:15, 5:25] = 1
+    result = render_case(bundle, CaseData("img", image, label, (1.0, 1.0)), prepared=True)
+    assert panel_kinds(result.figure) == ["channel", "truth", "gate", "gate", "prediction"]
+    assert result.slice_index is None
+    volume = np.random.default_rng(1).normal(size=(1, 12, 16, 10)).astype(np.float32)
+    vlabel = np.zeros((12, 16, 10), np.uint8)
+    vlabel[2:6, 2:6, 7] = 1
+    result = render_case(
+        bundle,
+        CaseData("vol", volume, vlabel, (1.0, 1.0, 2.0), ("R", "A", "S")),
+        gradcam="auto",
+        prepared=True,
+    )
+    assert result.slice_index == 7
+    assert panel_kinds(result.figure)[-1] == "gradcam"
+    cam_axes = [ax for ax in result.figure.axes if ax.get_label() == "panel:gradcam"][0]
+    cam = np.asarray(cam_axes.images[-1].get_array())
+    assert cam.shape == (16, 12) and cam.min() >= 0.0
+
+
+def test_2d_shared_data(tmp_path, capsys):
+    from tests.conftest import shared_dataset
+
+    root = shared_dataset("lgg_flair_2d")
+    torch.manual_seed(0)
+    path = tmp_path / "lgg.pt"
+    save_model(path, AttentionUNet(2, 3, 2, (4, 8, 16)).eval())
+    rc = main(["visualize", str(path), str(root), "--case-id", "TCGA_CS_4941_19960909_12", "--out",
+               str(tmp_path / "lgg.png")])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert (
+        "case TCGA_CS_4941_19960909_12, 2D image, 7 panels" in text
+    )  # 3 channels, truth, 2 gates, prediction
