@@ -382,3 +382,24 @@ def test_predict_2d_png_input_writes_png(tmp_path):
     inside = pixels > 0
     expected = inside & (pixels > pixels[inside].mean())
     np.testing.assert_array_equal(mask, expected.astype(np.uint8))
+
+
+def test_an_exported_onnx_model_plugs_in(tmp_path, model_file, input_folder):
+    pytest.importorskip("onnxruntime")
+    from attnseg.export.onnx import export_onnx
+    from attnseg.inference.predict import load_for_inference
+    from attnseg.models import load_model, read_model_file
+
+    payload = read_model_file(model_file)
+    metadata = {"target": payload["target"], "patch_size": payload["preprocessing"]["patch_size"]}
+    onnx_file = tmp_path / "model.onnx"
+    export_onnx(load_model(model_file), onnx_file, metadata=metadata, exporter="torchscript")
+    loaded = load_for_inference(onnx_file)
+    assert loaded.settings.patch_size == (16, 16, 16) and loaded.settings.values == (0, 1)
+    image, meta = load_image(input_folder / "a.nii.gz")
+    from_onnx = predict_case(loaded, image, meta.spacing_mm, with_probabilities=True)
+    from_torch = predict_case(load_for_inference(model_file), image, meta.spacing_mm, with_probabilities=True)
+    np.testing.assert_allclose(from_onnx.probabilities, from_torch.probabilities, atol=1e-4)
+    assert (from_onnx.labels == from_torch.labels).mean() > 0.999
+    report = predict_folder(onnx_file, input_folder, tmp_path / "pred", progress=False)
+    assert report.predicted == ["a", "b"]
