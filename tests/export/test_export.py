@@ -302,7 +302,7 @@ def test_cli_int8_needs_calibration(tmp_path, capsys):
 @pytest.mark.data
 def test_predict_with_onnx_matches_checkpoint(tmp_path):
     """`attnseg predict` runs the whole pipeline on the ONNX file and gives the checkpoint's labels."""
-    from conftest import shared_dataset
+    from tests.conftest import shared_dataset
 
     root = shared_dataset("Task04_Hippocampus")
     pytest.importorskip("attnseg.inference.predict")
