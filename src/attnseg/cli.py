@@ -377,6 +377,42 @@ def _quickstart_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- report: one self-contained HTML file of an evaluation (or of two models compared) -------------
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("evaluation", help="folder written by 'attnseg evaluate --out' (or its metrics_per_case.csv)")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--compare", help="a second evaluation of the same cases: side by side with paired tests")
+    p.add_argument("--names", nargs=2, metavar=("A", "B"), help="names of the two models (default: folder names)")
+    p.add_argument("--data", help="dataset folder, for the example-case figures (default: found from the truth)")
+    p.add_argument("--model", help="model file: example cases show its attention maps")
+    p.add_argument("--model-b", help="the second model's file (with --compare)")
+    p.add_argument("--pred", help="prediction folder (default: the one the evaluation used)")
+    p.add_argument("--pred-b", help="the second model's prediction folder (with --compare)")
+    p.add_argument("--title", help="report title")
+    p.add_argument("--device", default="cpu", help="device for --model (default cpu)")
+
+
+def _report_run(args: argparse.Namespace) -> int:
+    """Write one self-contained HTML report: tables, box plots, best/median/worst cases (offline)."""
+    from attnseg.viz.report import make_report
+
+    path = make_report(
+        args.evaluation,
+        args.out,
+        compare=args.compare,
+        names=args.names,
+        data=args.data,
+        model=args.model,
+        model_b=args.model_b,
+        pred=args.pred,
+        pred_b=args.pred_b,
+        title=args.title,
+        device=args.device,
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained)")
+    return 0
+
+
 COMMANDS: list[Command] = [
     ("smoke", _smoke_args, _smoke_run),
     ("evaluate", _evaluate_args, _evaluate_run),
@@ -387,6 +423,7 @@ COMMANDS: list[Command] = [
     ("quickstart", _quickstart_args, _quickstart_run),
     ("export", _export_args, _export_run),
     ("visualize", _visualize_args, _visualize_run),
+    ("report", _report_args, _report_run),
 ]
 
 

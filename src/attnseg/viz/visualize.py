@@ -34,6 +34,7 @@ __all__ = [
     "CaseData",
     "ModelBundle",
     "VisualizeResult",
+    "case_figure_maker",
     "load_case_data",
     "load_model_bundle",
     "prepare_image",
@@ -506,3 +507,74 @@ def visualize(
     if out is None:
         out = Path(f"{data.case_id}_{view}.png")
     return visualize_case(bundle, data, out, dpi=dpi, **options)
+
+
+def case_figure_maker(
+    data: str | Path | None,
+    *,
+    model: str | Path | ModelBundle | None = None,
+    pred_dir: str | Path | None = None,
+    layout: str = "auto",
+    view: str = "ax",
+    device: str = "cpu",
+    dpi: int = 80,
+):
+    """A ``case_id -> PNG bytes | None`` callable for the report's example cases.
+
+    With ``model``: the full figure (channels, truth, every gate's map, the model's prediction).
+    Without: the first channel, the truth and the prediction read from ``pred_dir``. A case that
+    cannot be drawn (missing file, other grid) gives None and the report says so.
+    """
+    from attnseg.viz.figures import case_figure, figure_png
+
+    if data is None:
+        return None
+    bundle = model if isinstance(model, ModelBundle) or model is None else load_model_bundle(model, device)
+    if bundle is None and pred_dir is None:
+        return None
+    predictions: dict[str, Path] = {}
+    if bundle is None:
+        from attnseg.metrics.evaluate import find_label_files
+
+        predictions = find_label_files(pred_dir)
+
+    def draw(case_id: str) -> bytes | None:
+        try:
+            case = load_case_data(data, case_id=case_id, layout=layout)
+            if bundle is not None:
+                result = render_case(bundle, case, view=view)
+                return figure_png(result.figure, dpi=dpi)
+            if case_id not in predictions:
+                return None
+            from attnseg.io.images2d import is_image2d, load_mask2d
+            from attnseg.io.nifti import load_label
+
+            path = predictions[case_id]
+            pred = load_mask2d(path)[0] if is_image2d(path) else load_label(path)[0]
+            image, label, spacing = prepare_image(case.image, case.label, case.spacing_mm, None, case_id)
+            if pred.shape != image.shape[1:]:
+                return None
+            index = None
+            if image.ndim == 4:
+                axis = view_axis(view, case.axcodes)
+                for source in (label, pred):
+                    if source is not None and index is None:
+                        index = most_foreground_slice(source, axis)
+            slice_view = make_view(image.shape[1:], spacing, view, index, case.axcodes)
+            fig = case_figure(
+                image,
+                spacing_mm=spacing,
+                view=slice_view,
+                label=label,
+                prediction=pred,
+                channels=[0],
+                channel_names=case.channel_names,
+                class_names={v: n for v, n in case.class_names.items() if v != 0},
+                title=f"{case_id}  ·  {slice_view.name}",
+                intensity_label="intensity (z-score)",
+            )
+            return figure_png(fig, dpi=dpi)
+        except (DataError, ConfigError, ModelFileError, ValueError):
+            return None
+
+    return draw
