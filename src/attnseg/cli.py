@@ -52,12 +52,17 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small-lesion-mm", type=float, default=5.0, help="small-lesion diameter (default 5 mm)")
     p.add_argument("--no-lesions", action="store_true", help="skip the lesion-wise metrics")
     p.add_argument("--truth-pattern", help="file-name glob of the label map inside per-case truth folders")
+    p.add_argument("--report", action="store_true", help="also write OUT/report.html (self-contained HTML)")
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     """Compare predicted label maps with the truth: Dice, HD95, ASSD, rates, lesion detection."""
     from attnseg.metrics.evaluate import evaluate_folders, format_summary, parse_classes, parse_regions
 
+    if args.report and not args.out:
+        from attnseg.errors import ConfigError
+
+        raise ConfigError("--report needs --out (the report is written next to the CSV it shows)")
     result = evaluate_folders(
         args.pred,
         args.truth,
@@ -78,6 +83,12 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         print(f"note: {len(missing)} truth case(s) have no prediction and were not evaluated: {shown}")
     if result.csv_path:
         print(f"wrote {result.csv_path} and {result.json_path}")
+    if args.report:
+        from pathlib import Path
+
+        from attnseg.viz.report import make_report
+
+        print(f"wrote {make_report(args.out, Path(args.out) / 'report.html')}")
     return 0
 
 
@@ -379,11 +390,11 @@ def _quickstart_run(args: argparse.Namespace) -> int:
 
 # --- report: one self-contained HTML file of an evaluation (or of two models compared) -------------
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("evaluation", help="folder written by 'attnseg evaluate --out' (or its metrics_per_case.csv)")
+    p.add_argument("evaluation", help="folder written by 'attnseg evaluate --out', or its CSV")
     p.add_argument("--out", required=True, help="HTML file to write")
     p.add_argument("--compare", help="a second evaluation of the same cases: side by side with paired tests")
-    p.add_argument("--names", nargs=2, metavar=("A", "B"), help="names of the two models (default: folder names)")
-    p.add_argument("--data", help="dataset folder, for the example-case figures (default: found from the truth)")
+    p.add_argument("--names", nargs=2, metavar=("A", "B"), help="the two models' names (default: folders)")
+    p.add_argument("--data", help="dataset folder for the example cases (default: found from the truth)")
     p.add_argument("--model", help="model file: example cases show its attention maps")
     p.add_argument("--model-b", help="the second model's file (with --compare)")
     p.add_argument("--pred", help="prediction folder (default: the one the evaluation used)")

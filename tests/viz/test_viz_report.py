@@ -269,6 +269,14 @@ def test_report_from_a_real_evaluation_with_figures(tmp_path, capsys):
     assert len(pngs) == 2 + 3  # box plots + best/median/worst
     text = (tmp_path / "r.html").read_text()
     assert "best: c0" in text and "worst: c2" in text
+    # 'attnseg evaluate --report' writes the same report next to the CSV
+    args = ["evaluate", str(pred_dir), str(truth_dir), "--no-lesions", "--report"]
+    assert main([*args, "--out", str(tmp_path / "eval2")]) == 0
+    assert f"wrote {tmp_path / 'eval2' / 'report.html'}" in capsys.readouterr().out
+    again = parse(tmp_path / "eval2" / "report.html")
+    assert again.tables["per-case-table"]["rows"] == parser.tables["per-case-table"]["rows"]
+    assert main(args) == 2
+    assert "--report needs --out" in capsys.readouterr().err
 
 
 def _chromium(args: list[str], tmp_path: Path, name: str) -> subprocess.CompletedProcess:

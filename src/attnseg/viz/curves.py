@@ -198,7 +198,7 @@ def plot_training_curves(
         if xs:
             ax_loss.plot(xs, ys, lw=1, ls=":", color=f"C{i + 2}", label=key.removeprefix("train_"))
     if drawn:
-        ax_loss.legend(fontsize=8, frameon=False)
+        ax_loss.legend(fontsize=8, framealpha=0.85, edgecolor="none", loc="best")
     else:
         empty(ax_loss, "no loss logged")
     ax_loss.set_ylabel("loss")
@@ -219,7 +219,7 @@ def plot_training_curves(
             ax_dice.plot(
                 [best_x], [best_y], "k*", ms=9, ls="none", label=f"best mean {best_y:.3f} (epoch {best_x:g})"
             )
-        ax_dice.legend(fontsize=8, frameon=False, loc="lower right")
+        ax_dice.legend(fontsize=8, framealpha=0.85, edgecolor="none", loc="best")
     else:
         empty(ax_dice, "no validation logged")
     ax_dice.set_ylabel("Dice")

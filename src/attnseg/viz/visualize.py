@@ -311,9 +311,17 @@ def resolve_output_class(
     )
 
 
-def _dice_per_class(pred: np.ndarray, truth: np.ndarray, class_names: Mapping[int, str]) -> dict[str, float]:
+def _dice_per_target(
+    pred: np.ndarray, truth: np.ndarray, class_names: Mapping[int, str], target: Mapping[str, Any] | None
+) -> dict[str, float]:
+    """Dice per region (region models: WT/TC/ET as label sets) or per label value present."""
     from attnseg.metrics import dice
 
+    if target and target.get("kind") == "regions" and target.get("regions"):
+        return {
+            str(name): float(dice(np.isin(pred, values), np.isin(truth, values)))
+            for name, values in zip(target["names"], target["regions"])
+        }
     values = sorted((set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())) - {0})
     return {class_names.get(int(v), f"label {v}"): float(dice(pred == v, truth == v)) for v in values}
 
@@ -414,7 +422,7 @@ def render_case(
     for k in out.maps:
         level = depth - 2 - k if depth else None
         gate_names[k] = f"attention gate {k}" + (f" (1/{2**level} res.)" if level is not None else "")
-    dice = _dice_per_class(pred, label, class_names) if label is not None else {}
+    dice = _dice_per_target(pred, label, class_names, bundle.target) if label is not None else {}
     names = case.channel_names or bundle.channel_names or [f"channel {c}" for c in range(image.shape[0])]
     if title is None:
         spacing_text = " x ".join(f"{s:g}" for s in spacing)
