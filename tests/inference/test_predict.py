@@ -403,3 +403,14 @@ def test_an_exported_onnx_model_plugs_in(tmp_path, model_file, input_folder):
     assert (from_onnx.labels == from_torch.labels).mean() > 0.999
     report = predict_folder(onnx_file, input_folder, tmp_path / "pred", progress=False)
     assert report.predicted == ["a", "b"]
+
+
+def test_a_bare_model_file_predicts_with_announced_defaults(tmp_path, input_folder, capsys):
+    bare = save_model(tmp_path / "bare.pt", AttentionUNet(3, 1, 2, (4, 8)))
+    out = tmp_path / "pred"
+    assert main(["predict", str(bare), str(input_folder / "a.nii.gz"), str(out), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "does not say preprocess, patch_size, target" in captured.err
+    assert "patch [128, 128, 128]" in captured.out and "classes background=0, label_1=1" in captured.out
+    labels, meta = load_label(out / "a.nii.gz")
+    np.testing.assert_allclose(meta.affine, AFFINE, atol=1e-6)

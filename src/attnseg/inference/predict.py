@@ -611,7 +611,33 @@ def predict_folder(
         wanted = set(case_ids)
         cases = [c for c in cases if c.case_id in wanted]
     _check_channel_names(dataset, loaded.settings, log)
+    if log:
+        defaults = [k for k, v in loaded.settings.sources.items() if str(v).startswith("default")]
+        if defaults:
+            log(
+                f"note: the model file does not say {', '.join(defaults)}; using defaults "
+                f"({loaded.settings.describe()})"
+            )
     report = PredictReport(settings=loaded.settings)
+    _check_writable(out)
+    # outputs are named by case id: cases sharing a name would overwrite (or skip) each other
+    by_output: dict[Path, list] = {}
+    for case in cases:
+        by_output.setdefault(output_paths(out, case.case_id, dataset.spatial_dims)[0], []).append(case)
+    colliding = [group for group in by_output.values() if len(group) > 1]
+    for group in colliding:
+        inputs = "; ".join(", ".join(str(p) for p in c.images) for c in group)
+        for case in group:
+            message = (
+                f"{len(group)} inputs would be written to the same output file "
+                f"{output_paths(out, case.case_id, dataset.spatial_dims)[0].name} ({inputs}); "
+                "give them distinct case names"
+            )
+            report.failed.append((case.case_id, message))
+            if log:
+                log(f"{case.case_id}: {message}")
+    skip = {id(c) for group in colliding for c in group}
+    cases = [c for c in cases if id(c) not in skip]
     iterator: Iterable = cases
     if progress:
         from tqdm.auto import tqdm
@@ -650,6 +676,20 @@ def predict_folder(
             report.written.append(prob_path)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any prediction when ``out`` cannot be created or written (read-only, no permission)."""
+    import tempfile
+
+    from attnseg.io.atomic import output_error
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise output_error(out, exc) from exc
 
 
 def _check_channel_names(dataset, settings: InferenceSettings, log: Callable[[str], None] | None) -> None:
