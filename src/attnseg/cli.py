@@ -1,7 +1,8 @@
 """The ``attnseg`` command: parse arguments, call the Python API, print. No logic of its own.
 
 Each sub-command is a pair ``(add_arguments, run)`` registered in ``COMMANDS``; ``run`` returns the
-exit code. Errors derived from ``AttnsegError`` print one line and exit 2; ``--debug`` re-raises.
+exit code. Errors derived from ``AttnsegError`` (and ``OSError``: unreadable input, full disk)
+print one line and exit 2; ``--debug`` re-raises.
 """
 
 from __future__ import annotations
@@ -464,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         return int(args._run(args) or 0)
-    except AttnsegError as exc:
+    except (AttnsegError, OSError) as exc:  # OSError: a file the user named cannot be read or written
         if getattr(args, "debug", False):
             raise
         print(f"attnseg {args.command}: error: {exc}", file=sys.stderr)

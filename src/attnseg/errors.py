@@ -18,3 +18,7 @@ class ConfigError(AttnsegError, ValueError):
 
 class ModelFileError(AttnsegError, ValueError):
     """A model checkpoint or exported model is missing, foreign, tampered with or incomplete."""
+
+
+class OutputError(AttnsegError, OSError):
+    """An output file or folder cannot be written (no space left, no permission, read-only disk)."""

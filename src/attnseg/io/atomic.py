@@ -1,17 +1,50 @@
 """Atomic writes: write to a temporary file in the destination folder, fsync, then rename.
 
 A reader never sees a half-written file under its final name, and a crash leaves at most a
-``.tmp`` file that the next write replaces.
+``.tmp`` file that the next write replaces. A write that fails for lack of space or permission
+(``ENOSPC``, ``EACCES``, ``EROFS``, ...) removes its temporary file and raises ``OutputError``
+naming the final path and the reason, so the CLI prints one line instead of a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from attnseg.errors import AttnsegError, OutputError
+
+_HINTS = {
+    errno.ENOSPC: "free some space or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up; free some space or write somewhere else",
+    errno.EACCES: "no permission to write there; pick another output folder",
+    errno.EPERM: "no permission to write there; pick another output folder",
+    errno.EROFS: "the file system is read-only; pick another output folder",
+    errno.EFBIG: "the file size limit (ulimit -f) or the file system's maximum is reached",
+}
+
+
+def output_error(path: str | os.PathLike, exc: OSError) -> OutputError:
+    """An ``OutputError`` naming ``path`` (the final name, not the temporary one) and the reason."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _HINTS.get(exc.errno)
+    error = OutputError(f"{path}: cannot write: {reason}" + (f" ({hint})" if hint else ""))
+    error.errno = exc.errno
+    return error
+
+
+@contextlib.contextmanager
+def _output_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except AttnsegError:
+        raise
+    except OSError as exc:
+        raise output_error(path, exc) from exc
 
 
 @contextlib.contextmanager
@@ -22,20 +55,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
     format from it); by default the full suffix chain of ``path`` is kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix is None:
-        suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix is None:
+            suffix = "".join(path.suffixes)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        try:
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 @contextlib.contextmanager
@@ -45,19 +79,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the suffix chain of ``path`` (``.nii.gz`` stays ``.nii.gz``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with _output_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(path.suffixes)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
