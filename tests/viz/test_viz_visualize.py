@@ -75,8 +75,9 @@ def test_gate_forced_to_zero_gives_a_zero_panel(data_dir, model_file, tmp_path):
     assert gates[0].get_title().startswith("attention gate 0") and gates[1].get_title().startswith(
         "attention gate 1"
     )
-    assert np.asarray(gates[1].images[-1].get_array()).max() == 0.0
-    assert np.asarray(gates[0].images[-1].get_array()).max() > 0.0
+    closed = np.ma.masked_invalid(np.asarray(gates[1].images[-1].get_array()))
+    assert closed.count() > 100 and closed.max() == 0.0  # NaN (not drawn) outside the non-zero box
+    assert np.nanmax(np.asarray(gates[0].images[-1].get_array())) > 0.0
     assert result.slice_index == most_foreground_slice(label, 1)
 
 
@@ -168,3 +169,21 @@ def test_2d_shared_data(tmp_path, capsys):
     assert (
         "case TCGA_CS_4941_19960909_12, 2D image, 7 panels" in text
     )  # 3 channels, truth, 2 gates, prediction
+
+
+def test_only_the_non_zero_box_runs_through_the_network(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "m1.pt"
+    save_model(path, AttentionUNet(3, 1, 2, (4, 8)).eval())
+    bundle = load_model_bundle(path)
+    image = np.zeros((1, 12, 12, 8), np.float32)
+    image[0, 2:9, 3:10, 1:7] = np.random.default_rng(0).uniform(1, 2, size=(7, 7, 6))
+    result = render_case(bundle, CaseData("box", image, None, (1.0, 1.0, 1.0), ("R", "A", "S")), index=3)
+    gate = [ax for ax in result.figure.axes if ax.get_label() == "panel:gate"][0]
+    picture = np.asarray(gate.images[-1].get_array().filled(np.nan))  # rows: j from 11 down to 0
+    inside = np.zeros((12, 12), bool)
+    inside[2:9, 11 - np.arange(3, 10)] = True  # i in 2..8 (rows of the transposed plane), j in 3..9
+    assert np.all(np.isfinite(picture.T[inside])) and np.all(np.isnan(picture.T[~inside]))
+    prediction = [ax for ax in result.figure.axes if ax.get_label() == "panel:prediction"][0]
+    rgba = np.asarray(prediction.images[-1].get_array())
+    assert np.all(rgba.transpose(1, 0, 2)[~inside][:, 3] == 0)  # background (not painted) outside

@@ -373,10 +373,24 @@ def render_case(
     if patch_size is None and model_dims == 3 and int(np.prod(image.shape[1:])) > MAX_WHOLE_VOLUME_VOX:
         patch_size = tuple(min(s, DEFAULT_WINDOW) for s in image.shape[1:])
 
+    # like 'attnseg predict': with z-score inside the non-zero region, only the bounding box of the
+    # non-zero voxels goes through the network; outside it the prediction is background and the
+    # maps are NaN (not drawn), instead of the network's response to empty windows
+    region: tuple[slice, ...] = tuple(slice(0, n) for n in image.shape[1:])
+    if (bundle.preprocess or {}).get("normalization", "zscore_nonzero") == "zscore_nonzero":
+        from attnseg.inference.predict import nonzero_bbox
+
+        region = nonzero_bbox(image) or region
+    work = np.ascontiguousarray(image[(slice(None), *region)])
     out = forward_with_attention(
-        model, image, gates=gates, patch_size=patch_size, overlap=overlap, slice_axis=slice_axis
+        model, work, gates=gates, patch_size=patch_size, overlap=overlap, slice_axis=slice_axis
     )
-    pred = logits_to_labels(out.logits, bundle.target)
+    pred = np.zeros(image.shape[1:], dtype=np.int32)
+    pred[region] = logits_to_labels(out.logits, bundle.target)
+    maps = {}
+    for k, m in out.maps.items():
+        maps[k] = np.full(image.shape[1:], np.nan, dtype=np.float32)
+        maps[k][region] = m
     class_names = dict(case.class_names)
     if bundle.target and bundle.target.get("kind") == "labels" and not class_names:
         class_names = {int(v): str(n) for v, n in zip(bundle.target["values"], bundle.target["names"])}
@@ -398,28 +412,36 @@ def render_case(
         channel, cam_name = resolve_output_class(gradcam, bundle.target, class_names, out.logits.shape[0])
         layer_name = gradcam_layer or f"decoder.{len(getattr(model, 'decoder', [None])) - 1}"
         cam_title = f"Grad-CAM: {cam_name} at {layer_name}"
-        cam = np.zeros(image.shape[1:], dtype=np.float32)
+        cam = np.full(image.shape[1:], np.nan, dtype=np.float32)
+        work_cam = np.full(work.shape[1:], np.nan, dtype=np.float32)  # NaN: not computed, not drawn
+        local = None  # the shown slice in the cropped region's coordinates (None: outside it)
+        if slice_view.axis is not None:
+            r = region[slice_view.axis]
+            local = slice_view.index - r.start if r.start <= slice_view.index < r.stop else None
+        work_pred = pred[region]
         if slice_axis is not None:  # 2D model over a volume: the shown slice only
-            plane = np.take(image, slice_view.index, axis=1 + slice_axis)
-            np.moveaxis(cam, slice_axis, 0)[slice_view.index] = grad_cam(
-                model, plane, channel, layer=gradcam_layer
-            )
-        elif patch_size is not None and any(p < s for p, s in zip(patch_size, image.shape[1:])):
-            centre = [s // 2 for s in image.shape[1:]]
-            fg = np.argwhere(pred != 0)
+            if local is not None:
+                plane = np.take(work, local, axis=1 + slice_axis)
+                np.moveaxis(work_cam, slice_axis, 0)[local] = grad_cam(
+                    model, plane, channel, layer=gradcam_layer
+                )
+        elif patch_size is not None and any(p < s for p, s in zip(patch_size, work.shape[1:])):
+            centre = [s // 2 for s in work.shape[1:]]
+            fg = np.argwhere(work_pred != 0)
             if fg.size:
                 centre = [int(c) for c in fg.mean(axis=0)]
-            if slice_view.axis is not None:
-                centre[slice_view.axis] = slice_view.index
-            window = window_around(image.shape[1:], patch_size, centre)
-            cam[window] = grad_cam(model, image[(slice(None), *window)], channel, layer=gradcam_layer)
+            if local is not None:
+                centre[slice_view.axis] = local
+            window = window_around(work.shape[1:], patch_size, centre)
+            work_cam[window] = grad_cam(model, work[(slice(None), *window)], channel, layer=gradcam_layer)
             cam_title += " (one window)"
         else:
-            cam = grad_cam(model, image, channel, layer=gradcam_layer)
+            work_cam = grad_cam(model, work, channel, layer=gradcam_layer)
+        cam[region] = work_cam
 
     depth = len(getattr(model, "features", ())) or None
     gate_names = {}
-    for k in out.maps:
+    for k in maps:
         level = depth - 2 - k if depth else None
         gate_names[k] = f"attention gate {k}" + (f" (1/{2**level} res.)" if level is not None else "")
     dice = _dice_per_target(pred, label, class_names, bundle.target) if label is not None else {}
@@ -438,7 +460,7 @@ def render_case(
         view=slice_view,
         label=label,
         prediction=pred,
-        maps=out.maps,
+        maps=maps,
         gradcam=cam,
         gradcam_title=cam_title,
         channels=_select_channels(channels, names),
