@@ -684,12 +684,15 @@ def _guess_data(evaluation: Evaluation) -> Path | None:
     from attnseg.datasets import discover
     from attnseg.errors import ConfigError
 
+    wanted = set(evaluation.cases)
     for folder in (Path(truth), Path(truth).parent):
         try:
-            discover(folder)
-            return folder
+            dataset = discover(folder)
         except (DataError, ConfigError, OSError):
             continue
+        # a folder of label maps alone can look like images: require labelled cases of this evaluation
+        if any(c.case_id in wanted and c.label is not None for c in dataset.cases):
+            return folder
     return None
 
 
