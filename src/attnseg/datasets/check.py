@@ -41,7 +41,7 @@ import numpy as np
 from attnseg.datasets.base import Case, Dataset, Problem, spatial_dims_of
 from attnseg.errors import DataError
 from attnseg.io.images2d import load_image2d, load_mask2d, read_size2d
-from attnseg.io.nifti import AFFINE_ATOL, is_nifti
+from attnseg.io.nifti import AFFINE_ATOL, affine_problem, container_problem, is_nifti
 
 RARE_FRACTION = 0.10
 
@@ -159,6 +159,9 @@ def _geometry(img) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...], int]
     if len(full) > 4:
         raise DataError(f"image has shape {full}; expected 3D or 4D (channels last)")
     shape = full[:3]
+    problem = affine_problem(img.affine, len(shape))
+    if problem:
+        raise DataError(problem)
     channels = 1 if len(full) <= 3 else full[3]
     zooms = tuple(float(z) for z in img.header.get_zooms()[: len(shape)])
     return shape, np.asarray(img.affine), zooms, channels
@@ -173,6 +176,9 @@ def _read_nifti(path: Path) -> _File:
     out = _File()
     try:
         raw = path.read_bytes()
+        problem = container_problem(raw, path.name)
+        if problem:
+            raise DataError(problem)
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         img = (

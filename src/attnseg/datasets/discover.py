@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from attnseg.datasets.base import Case, Dataset, data_files, spatial_dims_of, split_suffix
+from attnseg.datasets.base import Case, Dataset, Problem, data_files, spatial_dims_of, split_suffix
 from attnseg.datasets.brats import PRESETS, case_folders, discover_brats, discover_folder, naming_of
 from attnseg.datasets.msd import discover_msd, read_dataset_json
 from attnseg.datasets.nnunet import discover_nnunet
@@ -164,6 +164,23 @@ def _select_channels(dataset: Dataset, channels: Sequence[int | str]) -> None:
     dataset.channel_names = [names[i] for i in indices]
 
 
+def _report_repeated_ids(dataset: Dataset) -> None:
+    """Record a ``duplicate_case`` problem for every case id that more than one case uses.
+
+    Training refuses such a dataset (splits need unique ids) and prediction refuses those cases
+    (their outputs would share a file name); ``attnseg check`` lists them with their files.
+    """
+    by_id: dict[str, list[Case]] = {}
+    for case in dataset.cases:
+        by_id.setdefault(case.case_id, []).append(case)
+    for case_id, cases in by_id.items():
+        if len(cases) > 1:
+            files = "; ".join(", ".join(str(p) for p in c.images) or "(no image)" for c in cases)
+            dataset.problems.append(
+                Problem(case_id, None, "duplicate_case", f"{len(cases)} cases share this id: {files}")
+            )
+
+
 def discover(root: str | os.PathLike, layout: str = "auto", **options: Any) -> Dataset:
     """Discover the cases under ``root`` (see the module docstring for layouts and options)."""
     root = Path(root).expanduser()
@@ -201,6 +218,7 @@ def discover(root: str | os.PathLike, layout: str = "auto", **options: Any) -> D
             "plus channels, labels, regions, channel_names"
         )
     dataset = function(root, **options)
+    _report_repeated_ids(dataset)
     if channel_names is not None and "channel_names" not in accepted:
         if len(channel_names) != len(dataset.channel_names):
             raise ConfigError(

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attnseg.datasets.base import Case, Dataset, Problem, natural_key, split_suffix
+from attnseg.datasets.base import Case, Dataset, Problem, data_files, natural_key, split_suffix
 from attnseg.errors import DataError
 
 
@@ -73,6 +73,26 @@ def _channel_files(image: Path) -> list[Path]:
     return sorted(found, key=lambda p: natural_key(p.name))
 
 
+def _unlisted_files(cases: list[Case], where: str, split: str) -> list[Problem]:
+    """Image/label files in the folders the list points to (``imagesTr/``, ``labelsTr/``) that no
+    entry names: dataset.json disagrees with the folder. They are reported, never used."""
+    used = {p.resolve() for c in cases for p in (*c.images, *([c.label] if c.label else []))}
+    folders = sorted({p.parent for p in used if p.parent.is_dir()})
+    problems = []
+    for folder in folders:
+        for path in data_files(folder):
+            if path.resolve() not in used:
+                problems.append(
+                    Problem(
+                        None,
+                        str(path),
+                        "unlisted_file",
+                        f"{folder.name}/{path.name} is not in the '{split}' list of {where}; it is ignored",
+                    )
+                )
+    return problems
+
+
 def discover_msd(root: Path, *, split: str = "training") -> Dataset:
     """Cases of an MSD (or nnU-Net v1) raw folder; ``split="test"`` lists the unlabelled ``test`` images."""
     data = read_dataset_json(root)
@@ -106,6 +126,7 @@ def discover_msd(root: Path, *, split: str = "training") -> Dataset:
                 images = per_channel
         label = _resolve(root, entry["label"]) if entry.get("label") else None
         cases.append(Case(case_id, images, label, {}))
+    problems.extend(_unlisted_files(cases, where, split))
     declared = data.get("numTraining") if split == "training" else data.get("numTest")
     if isinstance(declared, int) and declared != len(entries):
         problems.append(

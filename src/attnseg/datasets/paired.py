@@ -11,6 +11,7 @@ background 0 and foreground 1.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,14 +40,25 @@ def find_pair_dirs(root: Path) -> tuple[Path | None, Path | None]:
     return images, labels
 
 
-def _channel_names(first: Path) -> list[str]:
+# header reads to tell the channel count: the most common among the first few files, so that one
+# odd file sorting first does not make every other case look wrong
+CHANNEL_SAMPLE = 5
+
+
+def _channel_count(path: Path) -> int | None:
     try:
-        if spatial_dims_of(first) == 3:
-            n = channels_in_file(read_header(first))
-            return ["image"] if n == 1 else [f"channel_{i}" for i in range(n)]
-        _, n = read_size2d(first)
+        if spatial_dims_of(path) == 3:
+            return channels_in_file(read_header(path))
+        return read_size2d(path)[1]
     except DataError:
-        return ["image"]  # unreadable first file: the integrity check reports it
+        return None  # unreadable: the integrity check reports it
+
+
+def _channel_names(files: Sequence[Path]) -> list[str]:
+    counts = Counter(n for n in map(_channel_count, files[:CHANNEL_SAMPLE]) if n is not None)
+    n = counts.most_common(1)[0][0] if counts else 1
+    if spatial_dims_of(files[0]) == 3:
+        return ["image"] if n == 1 else [f"channel_{i}" for i in range(n)]
     return {1: ["grey"], 3: ["red", "green", "blue"]}.get(n, [f"channel_{i}" for i in range(n)])
 
 
@@ -70,8 +82,12 @@ def discover_paired(
     stems = [split_suffix(p.name)[0] for p in image_files]
     per_channel = all(_CHANNEL.match(s) for s in stems)
     groups: dict[str, list[Path]] = {}
+    repeats: list[tuple[str, Path]] = []  # a.nii next to a.nii.gz: two cases named a, not two channels
     for path, stem in zip(image_files, stems):
         case_id = _CHANNEL.match(stem)["case"] if per_channel else stem
+        if not per_channel and case_id in groups:
+            repeats.append((case_id, path))
+            continue
         groups.setdefault(case_id, []).append(path)
     label_files = data_files(labels_dir) if labels_dir is not None else []
     label_by_stem: dict[str, list[Path]] = {}
@@ -97,6 +113,8 @@ def discover_paired(
         label = candidates[0] if candidates else None
         used.update(candidates)
         cases.append(Case(case_id, sorted(groups[case_id], key=lambda p: natural_key(p.name)), label, meta))
+    for case_id, path in repeats:  # discover() reports the repeated id
+        cases.append(Case(case_id, [path], next(c.label for c in cases if c.case_id == case_id), {}))
     for path in label_files:
         if path not in used:
             problems.append(
@@ -108,7 +126,7 @@ def discover_paired(
                 )
             )
     first = image_files[0]
-    names = list(channel_names) if channel_names is not None else _channel_names(first)
+    names = list(channel_names) if channel_names is not None else _channel_names(image_files)
     if per_channel:
         n = max(len(v) for v in groups.values())
         names = list(channel_names) if channel_names is not None else [f"channel_{i}" for i in range(n)]

@@ -73,6 +73,40 @@ def strip_nifti_suffix(name: str) -> str:
 
 
 # --- reading ----------------------------------------------------------------------------------------
+_GZIP_MAGIC = b"\x1f\x8b"
+_NIFTI1_MAGIC = (b"n+1\x00", b"ni1\x00")  # at byte 344
+_NIFTI2_MAGIC = (b"n+2\x00", b"ni2\x00")  # at byte 4
+
+
+def container_problem(raw: bytes, name: str) -> str | None:
+    """What is wrong with a file's first bytes as NIfTI, in words (None: nothing found).
+
+    ``raw``: the file's bytes, or at least its first few kilobytes. Named: an empty file, a file
+    that is not NIfTI at all, a gzip stream that ends inside the header, and a file compressed
+    against what its name says (nibabel, like attnseg's loader, goes by the name).
+    """
+    if not raw:
+        return "empty file (0 bytes); expected a NIfTI image"
+    compressed = raw[:2] == _GZIP_MAGIC
+    head = raw
+    if compressed:
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, 540)
+        except zlib.error as exc:
+            return f"truncated or corrupt data: not a valid gzip stream ({exc})"
+    if head[344:348] not in _NIFTI1_MAGIC and head[4:8] not in _NIFTI2_MAGIC:
+        if compressed and len(head) < 348:
+            return f"truncated or corrupt data: the gzip stream ends inside the header ({len(head)} of 348 bytes)"
+        what = "after gunzip" if compressed else "and not gzip-compressed"
+        return f"not a NIfTI file: no NIfTI header {what} (starts {head[:12]!r})"
+    named_gz = name.lower().endswith(".gz")
+    if compressed and not named_gz:
+        return f"gzip-compressed but named {name}; rename it to {name}.gz"
+    if named_gz and not compressed:
+        return f"an uncompressed NIfTI named {name}; gzip it or drop the .gz from its name"
+    return None
+
+
 def _open(path: PathLike):
     path = Path(path)
     if not path.is_file():
@@ -80,7 +114,10 @@ def _open(path: PathLike):
     try:
         img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for a foreign or damaged header
-        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+        with open(path, "rb") as handle:
+            problem = container_problem(handle.read(1 << 16), path.name)
+        reason = problem or f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
+        raise DataError(f"{path}: {reason}") from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image | nib.Nifti1Pair):
         raise DataError(f"{path}: expected a NIfTI image, nibabel read it as {type(img).__name__}")
     return img
@@ -101,8 +138,32 @@ def _spatial_ndim(shape: tuple[int, ...]) -> int:
     return min(len(shape), 3)
 
 
+def affine_problem(affine: np.ndarray, n_spatial: int) -> str | None:
+    """Why ``affine`` cannot place the voxels of an ``n_spatial``-D image in the world, or None.
+
+    Refused: NaN or infinite entries, and spatial columns that do not span ``n_spatial`` dimensions
+    (a zero or repeated direction: a "singular" affine). Oblique and sheared (non-orthogonal)
+    affines are fine: they are kept as they are and written back unchanged.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    if a.shape != (4, 4) or not np.all(np.isfinite(a)):
+        return "its affine (voxel -> world mm) has NaN or infinite entries"
+    columns = a[:3, :n_spatial]
+    scale = max(float(np.abs(columns).max()), 1e-12)
+    if np.linalg.matrix_rank(columns / scale, tol=1e-6) < n_spatial:
+        return (
+            "its affine (voxel -> world mm) is singular: the voxel axes "
+            f"{np.round(columns.T, 4).tolist()} do not span {n_spatial}D space, so the voxels cannot be "
+            "placed in the world; repair the header's sform/qform"
+        )
+    return None
+
+
 def _meta(img, path: PathLike, spatial_shape: tuple[int, ...]) -> ImageMeta:
     hdr = img.header
+    problem = affine_problem(img.affine, len(spatial_shape))
+    if problem:
+        raise DataError(f"{path}: {problem}")
     zooms = tuple(float(z) for z in hdr.get_zooms()[: len(spatial_shape)])
     return ImageMeta(
         affine=np.array(img.affine, dtype=np.float64),
