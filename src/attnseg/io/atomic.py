@@ -37,6 +37,18 @@ def output_error(path: str | os.PathLike, exc: OSError) -> OutputError:
     return error
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temporary file ordinary permissions (mkstemp makes it 0600), then rename it."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def _output_errors(path: Path) -> Iterator[None]:
     try:
@@ -65,7 +77,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
                 yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            _publish(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -88,7 +100,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             yield Path(tmp)
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            _publish(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
