@@ -1,0 +1,262 @@
+"""attnseg compare: paired statistics on hand-made numbers, and a tiny end-to-end comparison."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from attnseg.compare import (
+    MODELS,
+    CompareSettings,
+    bootstrap_mean_ci,
+    budget_overrides,
+    compare,
+    config_differences,
+    paired_statistics,
+    pooled_rate,
+    table_row,
+)
+from attnseg.errors import ConfigError
+
+
+# --- pure functions on hand-made numbers -------------------------------------------------------------
+def test_wilcoxon_all_positive_differences():
+    # 5 positive differences: W- = 0, exact two-sided p = 2 * P(W <= 0) = 2 / 2^5
+    st = paired_statistics([0, 0, 0, 0, 0], [1, 2, 3, 4, 5])
+    assert st["mean_diff"] == pytest.approx(3.0)
+    assert st["mean_a"] == 0.0 and st["mean_b"] == pytest.approx(3.0)
+    assert st["p_value"] == pytest.approx(2 / 32)
+    assert st["min_p"] == pytest.approx(2 / 32)
+    assert st["wilcoxon_statistic"] == 0.0
+    assert (st["b_better"], st["b_worse"], st["n"], st["n_nonzero"]) == (5, 0, 5, 5)
+    # the same numbers for a lower-is-better metric (a distance): B is worse in every case
+    st = paired_statistics([0, 0, 0, 0, 0], [1, 2, 3, 4, 5], higher_is_better=False)
+    assert (st["b_better"], st["b_worse"]) == (0, 5)
+
+
+def test_wilcoxon_mixed_signs_by_hand():
+    # differences 1, -2, 3, 4, 5, 6: ranks equal |d|; W- = 2; subsets of {1..6} with sum <= 2 are
+    # {}, {1}, {2}: P(W <= 2) = 3/64, two-sided p = 6/64
+    a = [10.0, 10.0, 10.0, 10.0, 10.0, 10.0]
+    b = [11.0, 8.0, 13.0, 14.0, 15.0, 16.0]
+    st = paired_statistics(a, b)
+    assert st["wilcoxon_statistic"] == 2.0
+    assert st["p_value"] == pytest.approx(6 / 64)
+    assert st["mean_diff"] == pytest.approx(17 / 6)
+    assert (st["b_better"], st["b_worse"]) == (5, 1)
+
+
+def test_no_difference_gives_p_one_and_a_point_interval():
+    st = paired_statistics([0.5, 0.7, 0.9], [0.5, 0.7, 0.9])
+    assert st["p_value"] == 1.0 and st["n_nonzero"] == 0 and st["min_p"] == 1.0
+    assert (st["ci_low"], st["ci_high"]) == (0.0, 0.0)
+    assert (st["b_better"], st["b_worse"]) == (0, 0)
+
+
+def test_zero_differences_are_dropped_from_the_test():
+    # differences 0, 1, 2, 3, 4, 5 -> the test sees 1..5 only: the p of the all-positive case
+    st = paired_statistics([0, 0, 0, 0, 0, 0], [0, 1, 2, 3, 4, 5])
+    assert st["n_nonzero"] == 5 and st["p_value"] == pytest.approx(2 / 32)
+    assert st["mean_diff"] == pytest.approx(15 / 6)  # the mean difference keeps every case
+
+
+def test_bootstrap_interval_by_hand():
+    # constant differences: every resample has the same mean
+    assert bootstrap_mean_ci([0.25, 0.25, 0.25]) == (0.25, 0.25)
+    # two cases with differences 0 and 2: resample means are 0, 1, 2 with probabilities 1/4, 1/2,
+    # 1/4, so the 2.5% and 97.5% quantiles are 0 and 2
+    assert bootstrap_mean_ci([0.0, 2.0], n_boot=4000, seed=3) == (0.0, 2.0)
+    # an interval around the mean, reproducible for a seed
+    x = [0.1, -0.2, 0.3, 0.05, 0.0, 0.15, -0.05, 0.2]
+    lo, hi = bootstrap_mean_ci(x, seed=1)
+    assert lo < np.mean(x) < hi
+    assert bootstrap_mean_ci(x, seed=1) == (lo, hi)
+    st = paired_statistics(np.zeros(8), x, seed=1)
+    assert (st["ci_low"], st["ci_high"]) == (lo, hi)
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError):
+        paired_statistics([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError):
+        paired_statistics([], [])
+    with pytest.raises(ValueError):
+        paired_statistics([1.0, float("nan")], [1.0, 2.0])
+    with pytest.raises(ValueError):
+        bootstrap_mean_ci([1.0], confidence=1.5)
+
+
+def test_config_differences():
+    a = {"model": {"name": "unet", "features": [8, 16]}, "train": {"seed": 0}}
+    b = {"model": {"name": "attention_unet", "features": [8, 16]}, "train": {"seed": 0}}
+    assert config_differences(a, b) == ["model.name"]
+    c = {"model": {"name": "unet", "features": [8, 32]}, "train": {"seed": 1, "extra": 2}}
+    assert config_differences(a, c) == ["model.features", "train.extra", "train.seed"]
+
+
+def test_table_row_pools_lesion_counts():
+    def row(dice, small, small_hit, n_truth, n_det, n_pred, n_fp):
+        return {
+            "dice": dice, "hd95_mm": 2 * dice, "hd_mm": 3 * dice, "assd_mm": dice, "sensitivity": dice,
+            "precision": dice, "fpr": 0.01, "fp_vox": 10.0 * dice, "n_fp_lesions": n_fp,
+            "n_small_lesions": small, "n_small_detected": small_hit, "n_truth_lesions": n_truth,
+            "n_detected_lesions": n_det, "n_pred_lesions": n_pred,
+        }  # fmt: skip
+
+    # case 1: 1 small lesion, missed; case 2: 3 small lesions, 2 found -> pooled 2/4, not (0 + 2/3)/2
+    r = table_row([row(0.5, 1, 0, 2, 1, 2, 1), row(1.0, 3, 2, 4, 4, 5, 0)])
+    assert r["dice"] == pytest.approx(0.75)
+    assert r["fp_vox"] == pytest.approx(7.5)
+    assert r["n_fp_lesions"] == pytest.approx(0.5)
+    assert (r["small_detected"], r["small_total"]) == (2.0, 4.0)
+    assert r["small_lesion_detection"] == pytest.approx(0.5)
+    assert r["lesion_sensitivity"] == pytest.approx(5 / 6)
+    assert r["lesion_precision"] == pytest.approx(6 / 7)  # (2 - 1 + 5 - 0) / (2 + 5)
+    assert pooled_rate([0, 0], [0, 0]) == 1.0  # nothing to detect: vacuous
+
+
+def test_budget_overrides():
+    assert budget_overrides(None, None) == []
+    assert budget_overrides(120, None) == ["train.epochs=3", "train.iters_per_epoch=40"]
+    assert budget_overrides(7, None) == ["train.epochs=1", "train.iters_per_epoch=7"]
+    minutes = budget_overrides(None, 2.5)
+    assert "train.time_limit_s=150.0" in minutes and "train.schedule_by_time=true" in minutes
+    with pytest.raises(ConfigError):
+        budget_overrides(0, None)
+
+
+def test_owned_settings_are_refused(tmp_path):
+    for key in ("model.name=unet", "train.seed=3", "data.split=none", "data.fold=1"):
+        with pytest.raises(ConfigError, match="compare sets"):
+            compare(None, tmp_path / "out", overrides=[key])
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+# --- a tiny comparison end to end --------------------------------------------------------------------
+TINY = (
+    "model.features=[4,8]",
+    "data.batch_size=1",
+    "data.patch_size=[16,16,16]",
+    "train.progress=false",
+    "optim.warmup_iters=1",
+    "augment.p_rotate=0.0",
+    "augment.p_zoom=0.0",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "out"
+    settings = CompareSettings(
+        iterations=3,
+        threads=1,
+        n_boot=500,
+        figures=False,
+        demo_train=3,
+        demo_test=3,
+        demo_shape=(24, 24, 16),
+        demo_spacing_mm=2.5,
+    )
+    logs: list[str] = []
+    result = compare(None, out, overrides=list(TINY), settings=settings, log=logs.append)
+    return out, result, logs
+
+
+def test_both_models_trained_identically_but_for_the_name(tiny):
+    out, _, _ = tiny
+    (a, _), (b, _) = MODELS
+    cfg = {n: yaml.safe_load((out / "runs" / "seed0" / n / "config.yaml").read_text()) for n in (a, b)}
+    assert cfg[a]["model"]["name"] == "unet" and cfg[b]["model"]["name"] == "attention_unet"
+    assert config_differences(cfg[a], cfg[b]) == ["model.name"]
+    for c in cfg.values():
+        assert c["train"]["seed"] == 0
+        assert c["model"]["features"] == [4, 8]
+        assert c["train"]["epochs"] * c["train"]["iters_per_epoch"] == 3
+        assert c["data"]["split"] == str((out / "splits.json").resolve())
+    splits = {n: json.loads((out / "runs" / "seed0" / n / "split.json").read_text()) for n in (a, b)}
+    assert splits[a] == splits[b]
+    assert splits[a]["train"] == ["Phantom_000", "Phantom_001", "Phantom_002"]
+    assert splits[a]["val"] == []  # no held-out case influences training or checkpoint choice
+    summaries = {n: json.loads((out / "runs" / "seed0" / n / "summary.json").read_text()) for n in (a, b)}
+    assert summaries[a]["iterations"] == summaries[b]["iterations"] == 3
+
+
+def test_table_equals_metrics_recomputed_from_saved_predictions(tiny):
+    from attnseg.io.nifti import load_label
+    from attnseg.metrics import evaluate_case
+
+    out, result, _ = tiny
+    regions = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
+    saved = json.loads((out / "compare.json").read_text())
+    cases = saved["held_out"]["cases"]
+    assert cases == ["Phantom_000", "Phantom_001", "Phantom_002"]
+    assert saved["held_out"]["source"] == str(out / "test")  # a separate phantom set, other seed
+    rows = {(r["model_name"], r["target"]): r for r in result.table}
+    assert len(rows) == 6  # both models x WT/TC/ET
+    recomputed = {}
+    for name, _ in MODELS:
+        per_case = []
+        for c in cases:
+            truth, meta = load_label(out / "test" / c / f"{c}_seg.nii.gz")
+            pred, pmeta = load_label(out / "runs" / "seed0" / name / "predictions" / f"{c}.nii.gz")
+            assert np.allclose(pmeta.affine, meta.affine)
+            per_case.append(evaluate_case(pred, truth, meta.spacing_mm, regions=regions))
+        recomputed[name] = per_case
+        for t in regions:
+            r = rows[(name, t)]
+            vals = [pc[t] for pc in per_case]
+            for m in ("dice", "hd95_mm", "hd_mm", "assd_mm", "sensitivity", "fpr", "fp_vox", "n_fp_lesions"):
+                assert r[m] == pytest.approx(np.mean([v[m] for v in vals]), rel=1e-12, abs=1e-12), (
+                    name,
+                    t,
+                    m,
+                )
+            small = sum(v["n_small_lesions"] for v in vals)
+            hit = sum(v["n_small_detected"] for v in vals)
+            assert (r["small_total"], r["small_detected"]) == (small, hit)
+            assert r["small_lesion_detection"] == pytest.approx(hit / small if small else 1.0)
+            n_t = sum(v["n_truth_lesions"] for v in vals)
+            assert r["lesion_sensitivity"] == pytest.approx(
+                sum(v["n_detected_lesions"] for v in vals) / n_t if n_t else 1.0
+            )
+            assert r["parameters"] > 0 and r["train_s"] > 0 and r["infer_s_per_case"] > 0
+    # the phantom has small lesions: the detection rate is measured on real counts
+    assert rows[("unet", "WT")]["small_total"] >= 3
+    # compare.csv holds the same numbers, exactly
+    with open(out / "compare.csv", newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert len(csv_rows) == 6
+    for cr in csv_rows:
+        r = rows[(cr["model_name"], cr["target"])]
+        assert float(cr["dice"]) == r["dice"] and float(cr["hd95_mm"]) == r["hd95_mm"]
+    # paired tests: p in [0, 1], means equal the recomputed per-case means
+    assert result.paired
+    for p in result.paired:
+        assert 0.0 <= p["p_value"] <= 1.0
+        assert p["ci_low"] <= p["mean_diff"] + 1e-12 and p["mean_diff"] <= p["ci_high"] + 1e-12
+    dice_wt = next(p for p in result.paired if p["target"] == "WT" and p["metric"] == "dice")
+    a_vals = [pc["WT"]["dice"] for pc in recomputed["unet"]]
+    b_vals = [pc["WT"]["dice"] for pc in recomputed["attention_unet"]]
+    assert dice_wt["mean_a"] == pytest.approx(np.mean(a_vals))
+    assert dice_wt["mean_diff"] == pytest.approx(np.mean(np.subtract(b_vals, a_vals)))
+    assert dice_wt["n"] == 3
+
+
+def test_outputs_and_printed_table(tiny):
+    out, result, logs = tiny
+    for name in ("compare.csv", "paired.csv", "compare.json", "config.yaml", "splits.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("**/.*tmp*"))  # atomic writes leave no temporary files
+    html = (out / "report.html").read_text()
+    assert 'id="paired-table"' in html and "AttentionUNet" in html
+    printed = "\n".join(logs)
+    assert "UNet" in printed and "AttentionUNet" in printed
+    assert "Wilcoxon" in printed and "Low power" in printed
+    assert result.text in printed
+    # a second run into the same folder is refused unless asked
+    with pytest.raises(ConfigError, match="previous comparison"):
+        compare(None, out, overrides=list(TINY), settings=CompareSettings(iterations=1))
