@@ -67,6 +67,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelFileError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
+    if not proto.graph.node:  # protobuf parses an empty file (and some junk) as an empty model
+        raise ModelFileError(
+            f"{path}: not an ONNX model (no graph; the file has {path.stat().st_size} bytes)"
+        )
     return metadata_of(proto, str(path))
 
 

@@ -3,13 +3,16 @@
 Everything stored is plain data (dicts, lists, numbers, strings, tensors), so loading never runs
 code from the file. A training checkpoint (optimizer, RNG states, ...) is a superset of this format
 and ``load_model`` reads both.
+
+``state_dict_sha256`` is a digest of the weights (names, dtypes, shapes, bytes): the zip container
+that ``torch.save`` writes has no checksum over tensor data, so a flipped byte in a weight would
+otherwise load silently. Files written before the digest existed load without the check.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,19 @@ from attnseg.io.atomic import atomic_write
 
 FORMAT = "attnseg.model"
 FORMAT_VERSION = 1
+
+
+def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the sorted (name, dtype, shape, bytes) of every tensor of a state dict."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise ModelFileError(f"state_dict entry {name!r} is a {type(tensor).__name__}, not a tensor")
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def model_payload(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -41,6 +57,7 @@ def model_payload(model: nn.Module, extra: dict[str, Any] | None = None) -> dict
         "attnseg_version": __version__,
         "model_config": to_dict(config),
         "state_dict": state,
+        "state_dict_sha256": state_dict_digest(state),
     }
     if extra:
         payload.update(extra)
@@ -64,15 +81,12 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: model file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (
-        pickle.UnpicklingError,
-        RuntimeError,
-        EOFError,
-        zipfile.BadZipFile,
-        ValueError,
-        AttributeError,
-    ) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # weights_only runs no code: whatever a malformed stream raises, the file is bad
+        # keep the reason; drop torch's preamble (it suggests weights_only=False, which we never do)
+        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = next((line for line in lines if not line.startswith(boilerplate)), type(exc).__name__)
+        first = first.split(" In PyTorch 2.6")[0]
         raise ModelFileError(
             f"{path}: not a loadable attnseg model file (it may be truncated, tampered with, or "
             f"contain code objects, which are refused): {first}"
@@ -89,6 +103,17 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     for key in ("model_config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise ModelFileError(f"{path}: the file has no {key!r}; it cannot rebuild the model")
+    expected = payload.get("state_dict_sha256")
+    if expected is not None:
+        try:
+            found = state_dict_digest(payload["state_dict"])
+        except ModelFileError as exc:
+            raise ModelFileError(f"{path}: {exc}") from None
+        if found != expected:
+            raise ModelFileError(
+                f"{path}: the weights do not match the checksum stored with them; the file is damaged "
+                "or was modified after it was written"
+            )
     return payload
 
 
