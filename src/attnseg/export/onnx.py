@@ -25,6 +25,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -184,6 +185,20 @@ def _round_up(size: Sequence[int], multiple: int) -> tuple[int, ...]:
     return tuple(math.ceil(int(s) / multiple) * multiple for s in size)
 
 
+@contextlib.contextmanager
+def _quiet_loggers():
+    """The exporters log progress and optional-package notes (torchvision) at WARNING; keep errors."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def _export_core(
     module: nn.Module,
     example: torch.Tensor,
@@ -199,7 +214,7 @@ def _export_core(
     for kind in order:
         buffer = io.BytesIO()
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers():
                 warnings.simplefilter("ignore")
                 if kind == "dynamo":
                     from torch.export import Dim
