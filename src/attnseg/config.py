@@ -118,7 +118,9 @@ class DataConfig:
 @dataclass
 class LossConfig:
     """``name``: ``dice_ce`` (default), ``dice_focal``, ``dice``, ``ce`` or ``focal`` (see
-    ``attnseg.losses``). ``class_weights``: one per output channel, or None."""
+    ``attnseg.losses``). ``class_weights``: one per output channel, or None.
+    ``include_background``: whether class 0 counts in the Dice/focal terms of softmax targets;
+    region (sigmoid) targets have no background channel, so all their channels always count."""
 
     name: str = "dice_ce"
     include_background: bool = False
@@ -167,7 +169,11 @@ class TrainConfig:
     one with the highest mean validation Dice. ``early_stop_patience``: stop after this many
     validations without improvement (None = never). ``nan_policy``: ``"stop"`` (raise, naming the
     iteration) or ``"skip"`` (drop the batch; stop after ``max_skipped_batches`` in a row).
-    ``time_limit_s``: stop cleanly (with a checkpoint) once this wall-clock budget is spent.
+    ``time_limit_s``: stop cleanly (with a checkpoint) once this wall-clock budget is spent (over
+    all sessions of a resumed run). ``schedule_by_time``: with a time limit, the learning-rate
+    schedule follows the share of the budget spent instead of the iteration count, so a run on a
+    slow or busy machine still anneals fully (the data order stays seeded; the step count is not).
+    ``channels_last``: channels-last memory layout (faster convolutions on CPUs, bf16 especially).
     """
 
     epochs: int = 50
@@ -185,6 +191,8 @@ class TrainConfig:
     nan_policy: str = "stop"
     max_skipped_batches: int = 10
     time_limit_s: float | None = None
+    schedule_by_time: bool = False
+    channels_last: bool = False
     progress: bool = True
 
 
@@ -199,6 +207,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as plain data (tuples become lists) that YAML, JSON and ``torch.load`` accept."""

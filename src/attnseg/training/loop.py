@@ -59,10 +59,18 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
     are skipped by the step, weight decay included)."""
     params = list(model.parameters())
     if config.name == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        try:  # the fused kernel: ~30x less optimiser time on CPU than the per-tensor loop (torch >= 2.4)
+            return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.name == "sgd":
         return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay,
+            foreach=True,
         )
     raise ConfigError(f"optim.name={config.name!r}; pass adamw or sgd")
 
@@ -71,9 +79,11 @@ def build_training_loss(config: LossConfig, target: Target, deep_supervision: bo
     options: dict[str, Any] = {}
     name = config.name
     weights = None if config.class_weights is None else list(config.class_weights)
+    # regions (sigmoid) have no background channel: channel 0 is a region (WT) and always counts
+    include_background = config.include_background or target.kind == "regions"
     if name in ("dice", "dice_ce", "dice_focal"):
         options.update(
-            include_background=config.include_background,
+            include_background=include_background,
             batch_dice=config.batch_dice,
             smooth_nr=config.smooth,
             smooth_dr=config.smooth,
@@ -81,7 +91,7 @@ def build_training_loss(config: LossConfig, target: Target, deep_supervision: bo
     if name in ("focal", "dice_focal"):
         options.update(gamma=config.focal_gamma, alpha=config.focal_alpha)
         if name == "focal":
-            options["include_background"] = config.include_background
+            options["include_background"] = include_background
     if name == "dice_ce":
         options.update(lambda_dice=config.lambda_dice, lambda_ce=config.lambda_other)
     if name == "dice_focal":
@@ -141,12 +151,14 @@ def fit(
     stop_after_epochs: int | None = None,
     log: Callable[[str], None] = print,
     dist_info: D.DistInfo | None = None,
+    model_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` (built from ``config.model``) and write the run folder.
 
     ``resume_from``: a training checkpoint; the run continues exactly where it stopped.
     ``stop_after_epochs``: end this session after that many epochs (the schedule still spans
     ``train.epochs``; resume later to finish).
+    ``model_extra``: plain data stored in every checkpoint and ``model.pt`` (e.g. channel names).
     """
     tc, oc = config.train, config.optim
     run_dir = Path(run_dir)
@@ -176,10 +188,21 @@ def fit(
     iters = iterations_per_epoch(config, len(train_cases), dist.world_size)
     total_iters = tc.epochs * iters
     schedule = make_schedule(oc.schedule, total_iters, oc.lr, oc.warmup_iters, oc.min_lr, oc.poly_power)
+    by_time = tc.schedule_by_time and tc.time_limit_s is not None
+    memory_format = None
+    if tc.channels_last:
+        memory_format = torch.channels_last_3d if config.model.spatial_dims == 3 else torch.channels_last
+        model.to(memory_format=memory_format)
     stride = int(getattr(model, "stride", 1))
     dataset = PatchDataset(train_cases, target, config.augment, tc.seed)
     run_config = to_dict(config)
-    extra = {"target": target.to_dict()}
+    # what inference needs besides the weights, so that model.pt works away from its run folder
+    extra = {
+        "target": target.to_dict(),
+        "patch_size": list(config.data.patch_size),
+        "preprocess": run_config["preprocess"],
+        **(model_extra or {}),
+    }
 
     start_epoch, iteration = 0, 0
     history: list[dict[str, Any]] = []
@@ -206,6 +229,17 @@ def fit(
     writer = _tensorboard(run_dir) if main else None
     bar = _progress(total_iters, iteration, enabled=main and tc.progress)
     started = time.perf_counter()
+    elapsed_before = float(history[-1].get("elapsed_seconds", 0.0)) if history else 0.0
+
+    def elapsed() -> float:
+        """Training seconds over all sessions of this run."""
+        return elapsed_before + time.perf_counter() - started
+
+    def schedule_at(step: int) -> float:
+        if by_time:  # progress = the larger share spent: of the time budget or of the iterations
+            step = max(step, min(total_iters - 1, int(total_iters * elapsed() / tc.time_limit_s)))
+        return schedule(step)
+
     session_epochs = 0
     last_plot = started
     stopped = "completed"
@@ -246,15 +280,17 @@ def fit(
             micro = 0
             step_loss = 0.0
             step_ok = True
-            lr = schedule(iteration)
+            lr = schedule_at(iteration)
             time_up = False
             for x, y, case_idx in loader:
                 if micro == 0:
-                    lr = schedule(iteration)
+                    lr = schedule_at(iteration)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     step_loss, step_ok = 0.0, True
                 x = x.to(device, non_blocking=True)
+                if memory_format is not None:
+                    x = x.contiguous(memory_format=memory_format)
                 y = y.to(device, non_blocking=True)
                 last_micro = micro == oc.grad_accum - 1
                 sync = (
@@ -329,7 +365,7 @@ def fit(
                     if losses:
                         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}", refresh=False)
                 if tc.time_limit_s is not None:
-                    spent = time.perf_counter() - started
+                    spent = elapsed()
                     time_up = D.all_true(spent < tc.time_limit_s, dist, device) is False
                     if time_up:
                         break
@@ -380,7 +416,7 @@ def fit(
                 else:
                     bad_validations += 1
             record["epoch_seconds"] = time.perf_counter() - epoch_start
-            record["elapsed_seconds"] = time.perf_counter() - started
+            record["elapsed_seconds"] = elapsed()
             history.append(record)
             best["bad_validations"] = bad_validations
             best["skipped_batches"] = skipped_total

@@ -218,6 +218,7 @@ def train(
             stop_after_epochs=stop_after_epochs,
             log=log,
             dist_info=dist,
+            model_extra={"channel_names": list(dataset.channel_names)},
         )
     finally:
         if os.environ.get("WORLD_SIZE", "1") != "1":
