@@ -57,12 +57,14 @@ MODELS: tuple[tuple[str, str], tuple[str, str]] = (("unet", "UNet"), ("attention
 #: Settings ``compare`` owns; a user override of them is refused (see ``_check_user_overrides``).
 OWNED_KEYS = ("model.name", "train.seed", "data.split", "data.fold")
 
-#: Demo training recipe (``--set`` keys) on top of the defaults: small enough for a 2-core CPU.
+#: Demo training recipe (``--set`` keys) on top of the defaults: both models in about 12 minutes on
+#: a busy 2-core CPU (see docs/compare.md).
 DEMO_RECIPE: tuple[str, ...] = (
     "model.features=[8,16,32,64]",
+    "data.patch_size=[32,32,32]",
     "data.batch_size=2",
     "train.epochs=10",
-    "train.iters_per_epoch=30",
+    "train.iters_per_epoch=20",
     "train.precision=auto",
     "train.channels_last=true",
     "optim.lr=0.003",
