@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,35 @@ def model_file_2ch(tmp_path_factory) -> Path:
     model = AttentionUNet(3, 2, 2, (4, 8)).eval()
     extra = {"preprocessing": {"patch_size": [16, 16, 16], "normalization": "zscore_nonzero"}}
     return save_model(tmp_path_factory.mktemp("model2ch") / "model.pt", model, extra)
+
+
+@pytest.fixture
+def readonly_folder(tmp_path):
+    """A folder that really refuses writes: permission bits for a normal user, a read-only tmpfs
+    for root (whom permission bits do not stop); skipped where neither is possible."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip("root without permission to mount a read-only tmpfs")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def launcher():
+    """One warm interpreter that forks a fresh process for every ``attnseg`` command."""
+    from robustness_helpers import Launcher
+
+    launcher = Launcher()
+    yield launcher
+    launcher.close()

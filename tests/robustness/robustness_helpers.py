@@ -131,3 +131,116 @@ def expected_prediction(model_path, image_path) -> np.ndarray:
 
     image, meta = load_image(image_path)
     return predict_case(load_for_inference(model_path), image, meta.spacing_mm).labels
+
+
+# --- a warm launcher: real processes without paying torch's import each time ---------------------------
+LAUNCHER = r"""
+import json, os, sys, threading, traceback
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot  # noqa: F401  the slow imports, paid once for every run below
+import torch
+import torch._dynamo  # noqa: F401  (optimizer construction imports it)
+
+import attnseg.cli
+import attnseg.inference.predict  # noqa: F401
+import attnseg.training.run  # noqa: F401
+
+
+def reap(pid, path):
+    _, status = os.waitpid(pid, 0)
+    with open(path + ".tmp", "w") as handle:
+        handle.write(str(os.waitstatus_to_exitcode(status)))
+    os.replace(path + ".tmp", path)
+
+
+def child(request):
+    fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    die_after = request.get("die_after_saves")
+    if die_after:  # SIGKILL once that many NIfTI files are on disk under their temporary names
+        import nibabel, signal
+
+        real_save, count = nibabel.save, [0]
+
+        def save_then_die(img, filename):
+            real_save(img, filename)
+            count[0] += 1
+            if count[0] == die_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        nibabel.save = save_then_die
+    code = 1
+    try:
+        code = attnseg.cli.main(request["argv"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+print("ready", flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        child(request)
+    threading.Thread(target=reap, args=(pid, request["log"] + ".rc"), daemon=True).start()
+    print(pid, flush=True)
+"""
+
+
+class Launcher:
+    """Runs ``attnseg`` commands as separate processes forked from one warm interpreter (torch,
+    matplotlib and attnseg already imported), so killing and rerunning costs no start-up time.
+
+    ``start(argv, log)`` returns the child's pid (``os.kill`` it at will); ``wait(log)`` returns its
+    exit code (negative: killed by that signal) once it has ended."""
+
+    def __init__(self):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def start(self, argv, log, die_after_saves: int | None = None) -> int:
+        import json
+
+        request = {"argv": [str(a) for a in argv], "log": str(log), "die_after_saves": die_after_saves}
+        Path(str(log) + ".rc").unlink(missing_ok=True)
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def wait(self, log, timeout: float = 120) -> int:
+        import time
+
+        done = Path(str(log) + ".rc")
+        deadline = time.monotonic() + timeout
+        while not done.exists():
+            assert time.monotonic() < deadline, f"no exit within {timeout} s; log: {Path(log).read_text()}"
+            time.sleep(0.005)
+        return int(done.read_text())
+
+    def run(self, argv, log, timeout: float = 120) -> tuple[int, str]:
+        """Start, wait; return (exit code, what it printed)."""
+        self.start(argv, log)
+        code = self.wait(log, timeout)
+        return code, Path(log).read_text(encoding="utf-8")
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.kill()  # every child has been waited for; skip the interpreter's slow teardown
+        self.proc.wait(timeout=30)

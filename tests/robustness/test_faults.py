@@ -11,10 +11,8 @@ import contextlib
 import errno
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -24,7 +22,6 @@ from robustness_helpers import (
     brain,
     cli,
     expected_prediction,
-    run_attnseg,
     tree_digest,
     visible_files,
     write_nifti,
@@ -61,63 +58,35 @@ def assert_outputs_complete(out, expected):
 
 
 # --- SIGKILL ----------------------------------------------------------------------------------------------
-KILL_IN_RENAME = textwrap.dedent(
-    """
-    import os, signal, sys
-    import nibabel
-    real_save = nibabel.save
-    count = [0]
-    def save_then_die(img, filename):
-        real_save(img, filename)  # the temporary file is complete on disk
-        count[0] += 1
-        if count[0] == int(sys.argv[1]):  # ...and the process is killed before the rename
-            os.kill(os.getpid(), signal.SIGKILL)
-    nibabel.save = save_then_die
-    from attnseg.cli import main
-    sys.exit(main(sys.argv[2:]))
-    """
-)
-
-
-def test_sigkill_during_predict_then_rerun(tmp_path, model_file, input_folder, expected):
-    """Killed twice: first at the worst moment (the third case's data are on disk, the rename has not
-    happened), then from outside at a random moment after a write. Each time every visible file is
-    complete and right; the rerun skips the finished cases and redoes the rest."""
+def test_sigkill_during_predict_then_rerun(tmp_path, model_file, input_folder, expected, launcher):
+    """``attnseg predict`` killed twice: first at the worst moment (the third case's data are on
+    disk under the temporary name, the rename has not happened), then from outside at a random
+    moment after a write. Each time every visible file is complete and right; the rerun skips the
+    finished cases and redoes the rest."""
     out = tmp_path / "out"
     before = tree_digest(input_folder)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_IN_RENAME, "3", "predict", model_file, input_folder, out, "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    argv = ["predict", model_file, input_folder, out, "--quiet"]
+    launcher.start(argv, tmp_path / "first.log", die_after_saves=3)
+    assert launcher.wait(tmp_path / "first.log") == -signal.SIGKILL
     assert assert_outputs_complete(out, expected) == ["case0.nii.gz", "case1.nii.gz"]
     leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")]
     assert len(leftovers) == 1 and leftovers[0].startswith(".case2.nii.gz.")  # hidden, never final
 
     # from outside, a random few ms after this run's first write
-    run = subprocess.Popen(
-        [sys.executable, "-m", "attnseg", "predict", model_file, input_folder, out, "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+    log = tmp_path / "second.log"
+    pid = launcher.start(argv, log)
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and run.poll() is None and len(visible_files(out)) <= 2:
-        time.sleep(0.005)
-    time.sleep(float(np.random.default_rng().uniform(0, 0.05)))
-    run.send_signal(signal.SIGKILL)
-    run.wait(timeout=30)
+    while time.monotonic() < deadline and len(visible_files(out)) <= 2 and not Path(f"{log}.rc").exists():
+        time.sleep(0.002)
+    time.sleep(float(np.random.default_rng(0).uniform(0, 0.05)))
+    os.kill(pid, signal.SIGKILL)
+    assert launcher.wait(log) in (-signal.SIGKILL, 0)  # 0: it finished first
     finished = assert_outputs_complete(out, expected)
     assert len(finished) >= 3
 
-    rerun = run_attnseg("predict", model_file, input_folder, out, "--quiet")
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"predicted {N_CASES - len(finished)} case(s)" in rerun.stdout
-    assert f"skipped {len(finished)}" in rerun.stdout
+    code, printed = launcher.run(argv, tmp_path / "rerun.log")
+    assert code == 0, printed
+    assert f"predicted {N_CASES - len(finished)} case(s)" in printed and f"skipped {len(finished)}" in printed
     assert assert_outputs_complete(out, expected) == sorted(expected)
     assert tree_digest(input_folder) == before
 
@@ -185,28 +154,6 @@ def test_file_size_limit_is_a_real_write_failure(tmp_path, model_file, input_fol
     assert tree_digest(input_folder) == before
 
 
-@pytest.fixture
-def readonly_folder(tmp_path):
-    """A folder that really refuses writes: permission bits for a normal user, a read-only tmpfs
-    for root (whom permission bits do not stop); skipped where neither is possible."""
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip("root without permission to mount a read-only tmpfs")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], capture_output=True)
-
-
 @pytest.mark.parametrize("where", ["folder", "subfolder"])
 def test_read_only_output_folder_fails_before_predicting(
     model_file, input_folder, readonly_folder, capsys, monkeypatch, where
@@ -236,19 +183,17 @@ def test_read_only_folder_for_evaluate_and_check_json(tmp_path, readonly_folder,
 
 
 # --- two runs into one folder ------------------------------------------------------------------------------
-def test_two_predict_runs_into_the_same_folder(tmp_path, model_file, input_folder, expected):
-    """Both runs write every case they find missing; each write is a rename of a complete file, so
-    whatever order they interleave in, every output is complete and right, and nothing is left over."""
+def test_two_predict_runs_into_the_same_folder(tmp_path, model_file, input_folder, expected, launcher):
+    """Both runs write every case they find missing (one with --overwrite: every case); each write
+    is a rename of a complete file, so however they interleave, every output is complete and right
+    and nothing is left over."""
     out = tmp_path / "out"
     before = tree_digest(input_folder)
-    command = [sys.executable, "-m", "attnseg", "predict", model_file, input_folder, out, "--quiet"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    runs = [
-        subprocess.Popen(command + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        for extra in ([], ["--overwrite"])
-    ]
-    results = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], results
+    argv = ["predict", model_file, input_folder, out, "--quiet"]
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    launcher.start(argv, logs[0])
+    launcher.start([*argv, "--overwrite"], logs[1])
+    assert [launcher.wait(log) for log in logs] == [0, 0], [log.read_text() for log in logs]
     assert assert_outputs_complete(out, expected) == sorted(expected)
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)  # no temporary file left
     assert tree_digest(input_folder) == before

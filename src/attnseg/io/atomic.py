@@ -49,6 +49,21 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise ``OutputError`` now if ``folder`` could not be created or written (read-only file
+    system, no permission), without creating anything: call it before long work (loading a dataset,
+    training) so that the failure does not come at the end."""
+    folder = Path(folder).absolute()
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{folder}: cannot write: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        code = errno.EROFS if os.statvfs(probe).f_flag & os.ST_RDONLY else errno.EACCES
+        raise output_error(folder, OSError(code, os.strerror(code)))
+
+
 @contextlib.contextmanager
 def _output_errors(path: Path) -> Iterator[None]:
     try:

@@ -283,9 +283,13 @@ class PatchDataset(torch.utils.data.Dataset):
         image, label = self.sampler(tuple(patch_size))(
             case.image, case.label, rng, locations=case.locations, spacing_mm=case.spacing_mm
         )
+        try:
+            encoded = self.target.encode(label)
+        except DataError as exc:
+            raise DataError(f"case {case.case_id}: {exc}") from None
         return (
             torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
-            torch.from_numpy(self.target.encode(label)),
+            torch.from_numpy(encoded),
             index,
         )
 

@@ -28,7 +28,7 @@ import torch
 
 from attnseg.config import RunConfig, apply_overrides, from_dict, load_yaml, save_yaml, to_dict
 from attnseg.errors import ConfigError, DataError
-from attnseg.io.atomic import atomic_write_text
+from attnseg.io.atomic import atomic_write_text, check_writable
 from attnseg.training import distributed as D
 from attnseg.training.data import Target, TrainingCase, make_target, preprocess
 from attnseg.training.loop import TrainResult, fit
@@ -92,6 +92,17 @@ def load_cases(
     for case_id in case_ids:
         case = dataset.case(case_id)
         image, label, meta = load_case(case, dataset)
+        if label is not None and classes is not None:
+            # checked here, on the file's values: resampling and augmentation only ever produce
+            # declared values, so an undeclared one would otherwise vanish or fail mid-training
+            extra = sorted(set(np.unique(label).tolist()) - set(classes))
+            if extra:
+                voxels = ", ".join(f"{v}: {int((label == v).sum())} voxels" for v in extra[:5])
+                raise DataError(
+                    f"case {case_id}: label {case.label} has value(s) {extra} ({voxels}); the dataset "
+                    f"declares {sorted(classes)}. Fix the label map or declare the value (attnseg check "
+                    "lists every such case)"
+                )
         spacing = tuple(meta.spacing_mm)[: image.ndim - 1] if meta.spacing_mm else (1.0,) * (image.ndim - 1)
         image, label, spacing = preprocess(image, label, spacing, config.preprocess, classes, case_id)
         out.append(TrainingCase(case_id, image, None if label is None else np.asarray(label), spacing))
@@ -159,6 +170,7 @@ def train(
     from attnseg.models.registry import build_model
 
     out = Path(out)
+    check_writable(out)  # a read-only --out fails now, not after loading the data
     last = out / "checkpoints" / "last.pt"
     if resume:
         if not last.is_file():
