@@ -136,6 +136,23 @@ def _msd(root, labels, images=None):
     return root
 
 
+def _png_with_a_volume(root):
+    disc_folder(root)
+    write_nifti(root / "images" / "vol.nii.gz", brain())
+    write_nifti(root / "masks" / "vol.nii.gz", blob_label() > 0, dtype=np.uint8)
+    return root
+
+
+def _paired_with_a_repeat(root):
+    """a.nii.gz and a.nii: two cases named a (data.split=none skips the k-fold split, which would
+    also refuse them)."""
+    for name in ("a.nii.gz", "a.nii", "b.nii.gz"):
+        write_nifti(root / "images" / name, brain())
+    for name in ("a.nii.gz", "b.nii.gz"):
+        write_nifti(root / "labels" / name, blob_label(), dtype=np.uint8)
+    return root
+
+
 def _undeclared():
     label = blob_label()
     label[0, 0, 0] = 7
@@ -159,6 +176,20 @@ BAD_TRAINING_DATA = {
     "no_labels": (
         lambda root: _msd(root, {}, {"a": brain(), "b": brain(seed=1)}),
         "no case has a label; training needs labelled cases",
+    ),
+    "2d_case_in_3d_data": (
+        lambda root: _msd(
+            root, {"a": blob_label(), "b": blob_label()[:, :, 5]}, {"a": brain(), "b": brain()[:, :, 5]}
+        ),
+        "case b: image {root}/imagesTr/b.nii.gz is 2D (shape (12, 12)); the dataset is 3D",
+    ),
+    "3d_case_in_2d_data": (
+        lambda root: _png_with_a_volume(root),
+        "case vol: image {root}/images/vol.nii.gz is 3D (shape (12, 12, 10)); the dataset is 2D",
+    ),
+    "duplicate_ids": (
+        lambda root: _paired_with_a_repeat(root),
+        "{root}: case id(s) ['a'] belong to more than one case",
     ),
     "label_shape": (
         lambda root: _msd(root, {"a": blob_label(), "b": blob_label((12, 12, 9))}),

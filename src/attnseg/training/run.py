@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,13 @@ def select_split(dataset, config: RunConfig) -> dict[str, list[str]]:
     from attnseg.datasets.splits import load_splits, make_dataset_splits
 
     dc = config.data
+    counts = Counter(dataset.case_ids)
+    repeated = sorted(c for c, n in counts.items() if n > 1)
+    if repeated:
+        raise DataError(
+            f"{dataset.root}: case id(s) {repeated[:5]} belong to more than one case (attnseg check lists "
+            "their files); training needs unique case ids"
+        )
     labelled = [c.case_id for c in dataset.cases if c.label is not None]
     if not labelled:
         raise DataError(f"{dataset.root}: no case has a label; training needs labelled cases")
@@ -92,6 +100,12 @@ def load_cases(
     for case_id in case_ids:
         case = dataset.case(case_id)
         image, label, meta = load_case(case, dataset)
+        if image.ndim - 1 != dataset.spatial_dims:
+            raise DataError(
+                f"case {case_id}: image {case.images[0]} is {image.ndim - 1}D (shape "
+                f"{tuple(image.shape[1:])}); the dataset is {dataset.spatial_dims}D, and one model "
+                "trains on one kind (attnseg check lists the odd cases)"
+            )
         if label is not None and classes is not None:
             # checked here, on the file's values: resampling and augmentation only ever produce
             # declared values, so an undeclared one would otherwise vanish or fail mid-training
