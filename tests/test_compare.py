@@ -16,6 +16,7 @@ from attnseg.compare import (
     budget_overrides,
     compare,
     config_differences,
+    group_values,
     paired_statistics,
     pooled_rate,
     table_row,
@@ -260,3 +261,64 @@ def test_outputs_and_printed_table(tiny):
     # a second run into the same folder is refused unless asked
     with pytest.raises(ConfigError, match="previous comparison"):
         compare(None, out, overrides=list(TINY), settings=CompareSettings(iterations=1))
+
+
+def test_group_values_sums_counts_and_averages_rates():
+    per_case = {
+        "p1_1": {"x": {"dice": 1.0, "hd95_mm": 0.0, "n_small_detected": 1.0, "fp_vox": 3.0}},
+        "p1_2": {"x": {"dice": 0.5, "hd95_mm": 4.0, "n_small_detected": 0.0, "fp_vox": 5.0}},
+        "p2_1": {"x": {"dice": 0.2, "hd95_mm": 2.0, "n_small_detected": 2.0, "fp_vox": 0.0}},
+    }
+    groups = {"p1_1": "p1", "p1_2": "p1", "p2_1": "p2"}
+    out = group_values(per_case, groups)
+    assert list(out) == ["p1", "p2"]
+    assert out["p1"]["x"] == {"dice": 0.75, "hd95_mm": 2.0, "n_small_detected": 1.0, "fp_vox": 8.0}
+    assert out["p2"]["x"] == per_case["p2_1"]["x"]
+
+
+def _slices_dataset(root, n_patients=4, n_slices=3, size=32):
+    """Patients of 2D slices (the LGG layout): a bright disc on noise is the foreground."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for p in range(n_patients):
+        patient = f"TCGA_AA_{p:04d}_20000101"
+        folder = root / patient
+        folder.mkdir(parents=True)
+        for s in range(1, n_slices + 1):
+            cy, cx, r = rng.integers(10, size - 10), rng.integers(10, size - 10), rng.integers(3, 7)
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+            image = rng.integers(20, 60, (size, size, 3)).astype(np.uint8)
+            image[disc] = 200
+            tifffile.imwrite(folder / f"{patient}_{s}.tif", image, photometric="rgb")
+            tifffile.imwrite(folder / f"{patient}_{s}_mask.tif", (disc * 255).astype(np.uint8))
+    return root
+
+
+def test_2d_slices_are_held_out_and_tested_by_patient(tmp_path):
+    data = _slices_dataset(tmp_path / "lgg")
+    out = tmp_path / "out"
+    settings = CompareSettings(iterations=2, threads=1, n_boot=200, folds=2, report=False, figures=False)
+    overrides = [
+        "model.features=[4,8]",
+        "data.patch_size=[32,32]",
+        "data.batch_size=2",
+        "train.progress=false",
+    ]
+    result = compare(data, out, overrides=overrides, settings=settings, log=lambda _m: None)
+    saved = json.loads((out / "compare.json").read_text())
+    held = saved["held_out"]
+    assert held["paired_unit"] == "patient" and len(held["units"]) == 2
+    assert len(held["cases"]) == 6  # every slice of the two held-out patients
+    train_split = json.loads((out / "runs" / "seed0" / "unet" / "split.json").read_text())["train"]
+    assert len(train_split) == 6
+    assert not {c.rsplit("_", 1)[0] for c in train_split} & set(held["units"])  # no patient on both sides
+    for p in result.paired:
+        assert p["unit"] == "patient" and p["n"] == 2 and 0.0 <= p["p_value"] <= 1.0
+    for name, _ in MODELS:
+        preds = sorted(p.name for p in (out / "runs" / "seed0" / name / "predictions").iterdir())
+        assert preds == sorted(f"{c}.png" for c in held["cases"])
+    rows = {(r["model_name"], r["target"]) for r in result.table}
+    assert rows == {("unet", "foreground"), ("attention_unet", "foreground")}
+    assert "Paired unit: the patient" in result.text

@@ -235,13 +235,37 @@ def table_row(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     }
 
 
+def group_values(
+    per_case: Mapping[str, Mapping[str, Mapping[str, float]]], group_of: Mapping[str, str]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per-case metrics -> per-group metrics (e.g. the slices of one patient -> the patient): counts
+    (``n_*``, ``*_vox``) are summed over the group's cases, every other metric is averaged. Groups
+    come in the order of their first case."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    members: dict[str, list[str]] = {}
+    for c in per_case:
+        members.setdefault(group_of[c], []).append(c)
+    for g, cases in members.items():
+        out[g] = {}
+        for t, row in per_case[cases[0]].items():
+            out[g][t] = {}
+            for m in row:
+                values = [per_case[c][t][m] for c in cases]
+                summed = m.startswith("n_") or m.endswith("_vox")
+                out[g][t][m] = float(np.sum(values) if summed else np.mean(values))
+    return out
+
+
 # --- settings and result --------------------------------------------------------------------------------
 @dataclass
 class CompareSettings:
     """How to compare. Held-out cases: every case of ``test_data`` when given (the demo's separate
     phantom set), else fold ``fold`` of a seeded ``folds``-fold split of DATA (by patient when the
     layout records patients), seeded by ``split_seed``. ``seeds``: one training run per model and
-    seed; paired tests use each case's value averaged over seeds."""
+    seed; paired tests use each case's value averaged over seeds. When the held-out cases are
+    slices of patients (the layout records groups), the paired unit is the patient (``group_values``),
+    since slices of one patient are not independent. ``infer_batch_size``: sliding-window batch
+    (None: 2 windows in 3D, 16 in 2D), the same for both models."""
 
     seeds: tuple[int, ...] = (0,)
     test_data: str | Path | None = None
@@ -253,6 +277,7 @@ class CompareSettings:
     threads: int = 2
     small_lesion_diameter_mm: float = 5.0
     n_boot: int = 10000
+    infer_batch_size: int | None = None
     report: bool = True
     figures: bool = True
     # demo data (DATA omitted): phantom cases like ``attnseg quickstart``
@@ -516,6 +541,8 @@ def compare(
     }
     infer_s: dict[str, list[float]] = {name: [] for name, _ in MODELS}
     truth_files: dict[str, str] = {}
+    group_of = dict(zip(test_set.case_ids, test_set.groups))
+    batch = s.infer_batch_size or (16 if first.spatial_dims == 2 else 2)
     for i, case_id in enumerate(test_ids):
         case = test_set.case(case_id)
         image, truth, meta = load_case(case, test_set)
@@ -525,7 +552,9 @@ def compare(
         for seed in s.seeds:  # alternate which model goes first: a load spike or a cold cache hits both
             for name in order:
                 model = loaded[(seed, name)]
-                options = PredictOptions(autocast=runs[seed][name].summary.get("precision") == "bf16")
+                options = PredictOptions(
+                    batch_size=batch, autocast=runs[seed][name].summary.get("precision") == "bf16"
+                )
                 pred = predict_case(model, image, meta.spacing_mm, options, case_id=case_id)
                 infer_s[name].append(pred.seconds)
                 _save_prediction(
@@ -538,8 +567,22 @@ def compare(
                     **target_arg,
                     small_lesion_diameter_mm=s.small_lesion_diameter_mm,
                 )
+    groups = {c: group_of.get(c, c) for c in test_ids}
     return _finish(
-        out, s, config, runs, loaded, per_case, infer_s, targets, test_ids, truth_files, data, started, log
+        out,
+        s,
+        config,
+        runs,
+        loaded,
+        per_case,
+        infer_s,
+        targets,
+        test_ids,
+        groups,
+        truth_files,
+        data,
+        started,
+        log,
     )
 
 
@@ -573,7 +616,20 @@ def _mean_over_seeds(per_seed: Mapping[int, Mapping[str, Mapping[str, Mapping[st
 
 
 def _finish(
-    out, s, config, runs, loaded, per_case, infer_s, targets, test_ids, truth_files, data, started, log
+    out,
+    s,
+    config,
+    runs,
+    loaded,
+    per_case,
+    infer_s,
+    targets,
+    test_ids,
+    groups,
+    truth_files,
+    data,
+    started,
+    log,
 ):
     from attnseg.config import to_dict
     from attnseg.io.atomic import atomic_write_text
@@ -614,16 +670,20 @@ def _finish(
             row["infer_s_per_case"] = models[name]["infer_s_per_case"]
             table.append(row)
 
-    # paired tests over cases (values averaged over seeds)
+    # paired tests over cases, or patients (values averaged over seeds)
     averaged = {name: _mean_over_seeds(per_case[name]) for name in names}
+    by_patient = any(groups[c] != c for c in test_ids)
+    unit = "patient" if by_patient else "case"
+    units = {name: group_values(averaged[name], groups) if by_patient else averaged[name] for name in names}
+    unit_ids = list(units[names[0]])
     paired: list[dict[str, Any]] = []
     a, b = names
     for t in targets:
         for metric, higher in PAIRED_METRICS.items():
-            va = [averaged[a][c][t][metric] for c in test_ids]
-            vb = [averaged[b][c][t][metric] for c in test_ids]
+            va = [units[a][u][t][metric] for u in unit_ids]
+            vb = [units[b][u][t][metric] for u in unit_ids]
             st = paired_statistics(va, vb, higher_is_better=higher, n_boot=s.n_boot, seed=0)
-            paired.append({"target": t, "metric": metric, "higher_is_better": higher, **st})
+            paired.append({"target": t, "metric": metric, "unit": unit, "higher_is_better": higher, **st})
 
     # per-model evaluation folders (the report's input) and the files
     files: dict[str, str] = {}
@@ -650,15 +710,17 @@ def _finish(
         "parameters", "train_s", "iterations", "infer_s_per_case",
     ]  # fmt: skip
     paired_cols = [
-        "target", "metric", "higher_is_better", "n", "n_nonzero", "mean_a", "mean_b", "mean_diff",
+        "target", "metric", "unit", "higher_is_better", "n", "n_nonzero", "mean_a", "mean_b", "mean_diff",
         "ci_low", "ci_high", "wilcoxon_statistic", "p_value", "min_p", "b_better", "b_worse",
     ]  # fmt: skip
     _write_csv(out / "compare.csv", table, table_cols)
     _write_csv(out / "paired.csv", paired, paired_cols)
     files.update(csv=str(out / "compare.csv"), paired=str(out / "paired.csv"))
 
-    text = format_table(table, paired, models, len(test_ids), list(s.seeds), s.small_lesion_diameter_mm)
-    text += "\n" + format_case_deltas(averaged, names, test_ids, list(targets))
+    text = format_table(
+        table, paired, models, len(test_ids), list(s.seeds), s.small_lesion_diameter_mm, unit, len(unit_ids)
+    )
+    text += "\n" + format_case_deltas(units, names, unit_ids, list(targets), unit)
     report_path = None
     if s.report:
         report_path = _report(out, eval_dirs, names, display, paired, s, log)
@@ -669,7 +731,13 @@ def _finish(
         "baseline": a,
         "challenger": b,
         "data": str(data),
-        "held_out": {"source": str(s.test_data or data), "cases": list(test_ids), "truth": truth_files},
+        "held_out": {
+            "source": str(s.test_data or data),
+            "cases": list(test_ids),
+            "truth": truth_files,
+            "paired_unit": unit,
+            "units": unit_ids,
+        },
         "settings": {
             "seeds": list(s.seeds),
             "folds": s.folds,
@@ -774,17 +842,23 @@ def format_table(
     n_cases: int,
     seeds: Sequence[int],
     small_mm: float = 5.0,
+    unit: str = "case",
+    n_units: int | None = None,
 ) -> str:
     """The printed table: per class/region, both models' values, the paired difference (B - A) with
-    its bootstrap 95% CI and the Wilcoxon p-value; then parameters and times per model."""
+    its bootstrap 95% CI and the Wilcoxon p-value over ``n_units`` units (cases or patients); then
+    parameters and times per model."""
+    n_units = n_cases if n_units is None else n_units
+    units = f"{unit}s" if unit != "case" else "cases"
     (a, da), (b, db) = MODELS
     by = {(r["model_name"], r["target"]): r for r in table}
     tests = {(r["target"], r["metric"]): r for r in paired}
     targets = list(dict.fromkeys(r["target"] for r in table))
     head = f"{'target':<7}{'metric':<26}{da:>12}{db:>14}{'diff (B-A)':>12}  {'95% CI':<21}{'p':>7}  B better/worse"
     lines = [
-        f"{n_cases} held-out case(s), seed(s) {list(seeds)}; A = {da}, B = {db}; means over cases "
-        "(lesion rates pooled over cases)",
+        f"{n_cases} held-out case(s)"
+        + (f" from {n_units} {units}" if unit != "case" else "")
+        + f", seed(s) {list(seeds)}; A = {da}, B = {db}; means over cases (lesion rates pooled over cases)",
         head,
         "-" * len(head),
     ]
@@ -836,11 +910,18 @@ def format_table(
             f" ({m['train_s'] / max(1, np.mean(its)):.2f} s/it); inference {m['infer_s_per_case']:.2f} s/case (median)"
         )
     lines += [
-        "diff = B - A: mean over cases of the paired differences; 95% CI: percentile bootstrap over cases;",
-        "p: two-sided Wilcoxon signed-rank test over cases. 'detected' rows: counts pooled over cases (rate);",
-        "their diff is in lesions per case. Lesion precision: pooled; its diff is of per-case precisions.",
-        f"Low power: with {n_cases} case(s) the exact test cannot go below p = "
-        f"{min(1.0, 2.0 / 2.0**n_cases):.3g}, and nothing is corrected for the {len(paired)} tests.",
+        f"diff = B - A: mean over {units} of the paired differences; 95% CI: percentile bootstrap over {units};",
+        f"p: two-sided Wilcoxon signed-rank test over {units}. 'detected' rows: counts pooled over cases (rate);",
+        f"their diff is in lesions per {unit}. Lesion precision: pooled; its diff is of per-{unit} precisions.",
+    ]
+    if unit != "case":
+        lines.append(
+            f"Paired unit: the {unit} (slices of one {unit} are not independent): per-{unit} means of the "
+            "rates and distances, sums of the counts."
+        )
+    lines += [
+        f"Low power: with {n_units} {units} the exact test cannot go below p = "
+        f"{min(1.0, 2.0 / 2.0**n_units):.3g}, and nothing is corrected for the {len(paired)} tests.",
     ]
     return "\n".join(lines)
 
@@ -860,19 +941,21 @@ def _signed(value: float, metric: str) -> str:
 
 
 def format_case_deltas(
-    averaged: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    values: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
     names: Sequence[str],
-    case_ids: Sequence[str],
+    unit_ids: Sequence[str],
     targets: Sequence[str],
+    unit: str = "case",
 ) -> str:
-    """Per held-out case: Dice of B - Dice of A per class/region (positive: attention helped)."""
+    """Per held-out case (or patient): Dice of B - Dice of A per class/region (positive: B better)."""
     a, b = names
-    head = f"{'case':<18}" + "".join(f"{'dDice ' + t:>12}" for t in targets)
-    lines = ["per-case Dice difference (B - A):", head]
-    for c in case_ids:
+    width = max([18, *(len(u) + 2 for u in unit_ids)])
+    head = f"{unit:<{width}}" + "".join(f"{'dDice ' + t:>12}" for t in targets)
+    lines = [f"per-{unit} Dice difference (B - A):", head]
+    for u in unit_ids:
         lines.append(
-            f"{c:<18}"
-            + "".join(f"{averaged[b][c][t]['dice'] - averaged[a][c][t]['dice']:>+12.3f}" for t in targets)
+            f"{u:<{width}}"
+            + "".join(f"{values[b][u][t]['dice'] - values[a][u][t]['dice']:>+12.3f}" for t in targets)
         )
     return "\n".join(lines)
 
@@ -888,6 +971,7 @@ __all__ = [
     "compare",
     "config_differences",
     "format_table",
+    "group_values",
     "paired_statistics",
     "pooled_rate",
     "table_row",
