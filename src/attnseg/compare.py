@@ -723,7 +723,7 @@ def _finish(
     text += "\n" + format_case_deltas(units, names, unit_ids, list(targets), unit)
     report_path = None
     if s.report:
-        report_path = _report(out, eval_dirs, names, display, paired, s, log)
+        report_path = _report(out, eval_dirs, names, display, paired, s, data, log)
         if report_path is not None:
             files["report"] = str(report_path)
     payload = {
@@ -766,7 +766,7 @@ def _finish(
     return CompareResult(out, table, paired, payload["models"], list(test_ids), text, report_path, files)
 
 
-def _report(out, eval_dirs, names, display, paired, s, log) -> Path | None:
+def _report(out, eval_dirs, names, display, paired, s, data, log) -> Path | None:
     """The HTML report in compare mode (attnseg.viz.report); a failure here never fails the run."""
     try:
         from attnseg.viz.report import build_compare_report, higher_is_better, read_evaluation
@@ -774,15 +774,13 @@ def _report(out, eval_dirs, names, display, paired, s, log) -> Path | None:
         log(f"report skipped: {exc}")
         return None
     # the report colours a difference by viz's own metric direction; keep rows it reads the same way
-    rows = [
-        {**r, "metric": r["metric"]} for r in paired if higher_is_better(r["metric"]) == r["higher_is_better"]
-    ]
+    rows = [r for r in paired if higher_is_better(r["metric"]) == r["higher_is_better"]]
     makers = [None, None]
     if s.figures:
         try:
             from attnseg.viz.visualize import case_figure_maker
 
-            truth_root = s.test_data
+            truth_root = s.test_data or data
             makers = [
                 case_figure_maker(truth_root, model=out / "runs" / f"seed{s.seeds[0]}" / n / "model.pt")
                 for n in names
