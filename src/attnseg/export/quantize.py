@@ -219,9 +219,8 @@ def quantize_onnx(
                     weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.MinMax,
                     nodes_to_exclude=list(exclude_nodes),
-                    # ranges merged after every window: the calibrator otherwise keeps every
-                    # intermediate tensor of every window (OOM at 96^3 with 32 features)
-                    extra_options={"CalibMaxIntermediateOutputs": 1},
+                    # not CalibMaxIntermediateOutputs: in onnxruntime 1.32 it drops the collected
+                    # ranges instead of merging them ("No data is collected")
                 )
         finally:
             logging.getLogger().setLevel(quiet)
