@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--whole", action="append", default=[], help="features with a measured whole volume")
     parser.add_argument("--calibration-windows", type=int, default=10)
     parser.add_argument(
+        "--calibration-size", type=int, default=96, help="calibration window edge (the INT8 graph is dynamic)"
+    )
+    parser.add_argument(
         "--train-steps",
         type=int,
         default=0,
@@ -145,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     n_brain = int(np.prod([len(s) for s in window_positions(brain.shape[1:], PATCH, 0.5)]))
     calib = calibration_windows(data, PATCH, n_windows=args.calibration_windows, case_ids=case_ids[:-1])
     window = torch.from_numpy(calib[-1])  # a real, held-out window (foreground or not)
+    if args.calibration_size != PATCH[0]:
+        size = (args.calibration_size,) * 3
+        calib = calibration_windows(data, size, n_windows=args.calibration_windows, case_ids=case_ids[:-1])
 
     configs = args.features or ["16,32,64,128", "32,64,128,256"]
     print(
