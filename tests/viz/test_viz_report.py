@@ -202,6 +202,8 @@ def test_paired_tests_by_hand(tmp_path):
         not higher_is_better("hd95_mm")
         and not higher_is_better("fpr")
         and not higher_is_better("small_lesion_fnr")
+        and not higher_is_better("fp_vox")
+        and not higher_is_better("fn_vox")
     )
 
     out = build_compare_report(a, b, tmp_path / "cmp.html", names=("unet", "attention"))
