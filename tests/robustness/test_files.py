@@ -103,7 +103,6 @@ def test_bad_image(tmp_path, model_file, capsys, kind):
 
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
-    (tmp_path / "x.nii.gz").write_bytes(b"")
     code, _, err = cli(capsys, "check", tmp_path / "absent")
     assert code == 2
     assert_clean_error(err, "absent", "not found")

@@ -213,6 +213,28 @@ def test_training_refuses_bad_data_before_writing_a_run(tmp_path, capsys, kind):
     assert not (tmp_path / "run").exists() and not (tmp_path / "api_run").exists()
 
 
+def test_an_all_zero_case_trains(tmp_path, launcher):
+    """Defined: an all-zero image normalises to zeros (no NaN from a zero standard deviation) and
+    its all-background label gives background patches; every batch of 3 holds it once."""
+    root = tmp_path / "data"
+    for case in ("a", "b"):
+        write_nifti(root / "images" / f"{case}.nii.gz", brain(seed=len(case)))
+        write_nifti(root / "labels" / f"{case}.nii.gz", blob_label(), dtype=np.uint8)
+    write_nifti(root / "images" / "zero.nii.gz", np.zeros((12, 12, 10)))
+    write_nifti(root / "labels" / "zero.nii.gz", np.zeros((12, 12, 10)), dtype=np.uint8)
+    settings = [
+        s.replace("[16,16]", "[8,8,8]")
+        .replace("batch_size=2", "batch_size=3")
+        .replace("epochs=16", "epochs=2")
+        for s in SETTINGS
+    ]
+    run = tmp_path / "run"
+    code, printed = launcher.run(["train", root, "--out", run, *_set(settings)], tmp_path / "train.log")
+    assert code == 0, printed
+    losses = [json.loads(line)["train_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+
+
 def test_training_on_hippocampus_broken_names_a_broken_file(tmp_path, capsys):
     root = shared_dataset("hippocampus_broken")
     code, _, err = cli(capsys, "train", root, "--out", tmp_path / "run", "--set", "data.split=none")
