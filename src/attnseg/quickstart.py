@@ -222,7 +222,7 @@ def quickstart(
         model_file,
         test,
         out / "predictions",
-        PredictOptions(autocast=result.summary.get("precision") == "bf16"),
+        PredictOptions(autocast=result.summary.get("precision") == "bf16", channels_last=True),
         overwrite=True,
         progress=False,
     )

@@ -115,3 +115,34 @@ def test_config_yaml_round_trip(tmp_path, make_config):
     config = make_config("train.multiscale=[0.8,1.2]", "loss.class_weights=[1,2]")
     save_yaml(tmp_path / "c.yaml", config)
     assert from_dict(RunConfig, yaml.safe_load((tmp_path / "c.yaml").read_text())) == config
+
+
+def test_region_targets_keep_every_channel_in_the_dice_term(make_config):
+    from attnseg.losses import DiceLoss
+    from attnseg.training.data import make_target
+    from attnseg.training.loop import build_training_loss
+
+    regions = make_target("auto", {"background": 0, "a": 1, "b": 2}, {"WT": [1, 2], "TC": [2]})
+    config = make_config()  # loss.include_background defaults to False (for softmax classes)
+    loss = build_training_loss(config.loss, regions, deep_supervision=False)
+    dice = loss.terms["dice"]
+    assert isinstance(dice, DiceLoss) and dice.include_background  # WT (channel 0) is not background
+    logits = torch.full((1, 2, 4, 4), -20.0)
+    target = torch.zeros(1, 2, 4, 4)
+    target[:, 0, :2] = 1  # WT present, not predicted: the Dice term must see it
+    assert dice(logits, target).item() > 0.49
+
+
+def test_time_limit_stops_cleanly_and_time_schedule_anneals(tmp_path, cases, target, make_config):
+    from attnseg.training.schedules import warmup_cosine_lr
+
+    train, val = cases
+    config = make_config(
+        "train.epochs=5", "train.iters_per_epoch=4", "train.time_limit_s=1e-6", "train.schedule_by_time=true"
+    )
+    result = fit(_model(config), train, val, target, config, tmp_path, log=lambda _: None)
+    assert result.stopped == "time_limit" and result.iterations == 1
+    # the budget is spent at once, so the first step already uses the end of the schedule
+    assert result.history[0]["lr"] == pytest.approx(warmup_cosine_lr(19, 20, 0.01, warmup_iters=1))
+    assert "val_dice_mean" in result.history[0]  # the last epoch of a run always validates
+    assert load_checkpoint(tmp_path / "checkpoints/last.pt")["iteration"] == 1
