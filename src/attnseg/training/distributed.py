@@ -93,4 +93,4 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device) -> 
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
-    return DDP(model, device_ids=ids, broadcast_buffers=False)
+    return DDP(model, device_ids=ids)
