@@ -20,7 +20,7 @@ Command (the numbers in docs/deployment.md):
 
     python benchmarks/bench_export.py --threads 2 --repeats 3 \
         --features 16,32,64,128 --whole 16,32,64,128 --train-steps 80
-    python benchmarks/bench_export.py --threads 2 --repeats 3 --features 32,64,128,256
+    python benchmarks/bench_export.py --threads 2 --repeats 2 --features 32,64,128,256 --calibration-size 64
 
 ``--whole`` lists the configurations that get the measured brain-box prediction (minutes each).
 """
