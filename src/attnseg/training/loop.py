@@ -225,6 +225,7 @@ def fit(
         f"training on {device} ({precision.name}), {dist.world_size} process(es), {len(train_cases)} training / "
         f"{len(val_cases)} validation cases, {tc.epochs} epochs x {iters} iterations, patch "
         f"{list(config.data.patch_size)}, batch {config.data.batch_size} x {dist.world_size} x {oc.grad_accum}"
+        + (f"; stops after {tc.time_limit_s / 60:.1f} min of training" if tc.time_limit_s is not None else "")
     )
     writer = _tensorboard(run_dir) if main else None
     bar = _progress(total_iters, iteration, enabled=main and tc.progress)

@@ -67,7 +67,7 @@ def plot_training_curves(history: Sequence[dict[str, Any]], path: Path) -> Path 
         ax_dice.set_ylim(0, 1)
         ax_dice.legend(loc="lower right")
     else:
-        ax_dice.text(0.5, 0.5, "no validation yet", ha="center", va="center", transform=ax_dice.transAxes)
+        ax_dice.text(0.5, 0.5, "no validation ran", ha="center", va="center", transform=ax_dice.transAxes)
     ax_dice.set_xlabel("epoch")
     ax_dice.set_ylabel("Dice")
     ax_dice.set_title("validation (whole volumes)")
