@@ -87,7 +87,7 @@ def test_deep_supervision_train_and_eval():
     assert isinstance(single, torch.Tensor) and single.shape == (1, 2, 33, 32, 20)
 
 
-def test_decoder_and_coarse_gating_compute_different_maps():
+def test_coarse_gate_subsamples_the_skip_and_decoder_gate_does_not():
     torch.manual_seed(1)
     a = AttentionUNet(2, 1, 2, SMALL, gating="decoder")
     b = AttentionUNet(2, 1, 2, SMALL, gating="coarse")
