@@ -173,7 +173,12 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file: RUN/model.pt, a training checkpoint, or an exported .onnx")
     p.add_argument("input", help="a dataset folder, a case folder, or one image file")
     p.add_argument("out", help="output folder (never inside the input folder)")
-    p.add_argument("--tta", action="store_true", help="mirror test-time augmentation (2^D passes)")
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="mirror test-time augmentation over the axes the model was flipped on in training "
+        "(recorded in its model file; all 2^D flips when it records none)",
+    )
     p.add_argument("--tta-axes", type=int, nargs="+", default=None, help="mirror only these spatial axes")
     p.add_argument(
         "--save-probabilities", action="store_true", help="also write OUT/probabilities/<case>.nii.gz"
@@ -232,8 +237,8 @@ def _predict_run(args: argparse.Namespace) -> int:
         f"already predicted, {len(report.failed)} failed, "
         f"{report.seconds:.1f} s"
     )
-    for case_id, message in report.failed:
-        print(f"failed: {case_id}: {message}", file=sys.stderr)
+    if report.failed:  # each reason was logged when it happened ("failed: CASE: why"); here the list
+        print(f"failed cases: {', '.join(case_id for case_id, _ in report.failed)}", file=sys.stderr)
     return 1 if report.failed else 0
 
 

@@ -209,6 +209,17 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def training_mirror_axes(run: Any) -> list[int] | None:
+    """The spatial axes a run's augmentation mirrored (``augment.flip_axes``; ``[]`` when ``p_flip``
+    is 0), from a saved run configuration (plain dict); None when it does not say."""
+    augment = run.get("augment") if isinstance(run, dict) else None
+    if not isinstance(augment, dict) or "flip_axes" not in augment:
+        return None
+    if float(augment.get("p_flip", AugmentConfig.p_flip) or 0.0) <= 0:
+        return []
+    return [int(a) for a in augment.get("flip_axes") or []]
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as plain data (tuples become lists) that YAML, JSON and ``torch.load`` accept."""
 

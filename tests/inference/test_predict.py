@@ -109,6 +109,49 @@ def test_settings_that_contradict_the_model_are_refused():
         read_settings({"model_config": config, "preprocess": {"normalisation": "z"}}, "m.pt")
 
 
+def test_tta_mirrors_the_axes_flipped_in_training():
+    from attnseg.inference.predict import tta_axes
+
+    config = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
+    run = {"augment": {"flip_axes": [0], "p_flip": 0.5}}
+    s = read_settings({"model_config": config, "run_config": run})
+    assert s.mirror_axes == (0,) and s.sources["mirror_axes"] == "run_config"
+    assert tta_axes(True, s) == (0,)
+    assert tta_axes([1, 2], s) == [1, 2] and tta_axes(False, s) is False  # explicit choices stand
+    never = read_settings(
+        {"model_config": config, "run_config": {"augment": {"flip_axes": [0, 1], "p_flip": 0}}}
+    )
+    assert never.mirror_axes == () and tta_axes(True, never) is False
+    bare = read_settings({"model_config": config})
+    assert bare.mirror_axes is None and tta_axes(True, bare) is True  # unknown: all 2**D flips
+    with pytest.raises(ModelFileError, match="flip axes"):
+        read_settings({"model_config": config, "mirror_axes": [3]}, "m.pt")
+
+
+def test_tta_true_leaves_an_axis_never_flipped_in_training_alone():
+    """A 'model' whose class depends on the side of axis 1 (like anterior/posterior): mirroring axis 1
+    would swap its classes. With the training flips recorded as axis 0 only, tta=True keeps it intact."""
+
+    def predictor(batch):
+        side = torch.linspace(-1, 1, batch.shape[3]).view(1, 1, 1, -1, 1).expand_as(batch)
+        return torch.cat([-side, side], dim=1) * 10
+
+    settings = InferenceSettings(3, 1, 2, (8, 8, 8), PreprocessConfig(normalization="none"), values=(0, 1))
+    image = np.ones((1, 8, 8, 8), np.float32)
+    plain = predict_case(LoadedModel(predictor, settings), image, options=PredictOptions(crop_nonzero=False))
+    settings.mirror_axes = (0,)
+    recorded = predict_case(
+        LoadedModel(predictor, settings), image, options=PredictOptions(tta=True, crop_nonzero=False)
+    )
+    np.testing.assert_array_equal(recorded.labels, plain.labels)
+    assert plain.labels[:, :4].max() == 0 and plain.labels[:, 4:].min() == 1
+    settings.mirror_axes = None  # not recorded: all flips, and the two sides cancel out
+    blind = predict_case(
+        LoadedModel(predictor, settings), image, options=PredictOptions(tta=True, crop_nonzero=False)
+    )
+    assert not np.array_equal(blind.labels, plain.labels)
+
+
 # --- one case -----------------------------------------------------------------------------------------------
 
 
@@ -414,3 +457,14 @@ def test_a_bare_model_file_predicts_with_announced_defaults(tmp_path, input_fold
     assert "patch [128, 128, 128]" in captured.out and "classes background=0, label_1=1" in captured.out
     labels, meta = load_label(out / "a.nii.gz")
     np.testing.assert_allclose(meta.affine, AFFINE, atol=1e-6)
+
+
+def test_exported_metadata_carries_the_training_flips(tmp_path):
+    from attnseg.export.onnx import metadata_from_model_file
+
+    model = AttentionUNet(3, 1, 2, (4, 8)).eval()
+    run = {"augment": {"flip_axes": [0, 2], "p_flip": 0.5}, "data": {"patch_size": [16, 16, 16]}}
+    path = save_model(tmp_path / "elsewhere" / "model.pt", model, {"run_config": run})
+    meta = metadata_from_model_file(path)  # no config.yaml beside it: the file's own run config
+    assert meta["mirror_axes"] == [0, 2] and meta["patch_size"] == [16, 16, 16]
+    assert read_settings({"model_config": {"spatial_dims": 3}, **meta}).mirror_axes == (0, 2)

@@ -146,3 +146,21 @@ def test_time_limit_stops_cleanly_and_time_schedule_anneals(tmp_path, cases, tar
     assert result.history[0]["lr"] == pytest.approx(warmup_cosine_lr(19, 20, 0.01, warmup_iters=1))
     assert "val_dice_mean" in result.history[0]  # the last epoch of a run always validates
     assert load_checkpoint(tmp_path / "checkpoints/last.pt")["iteration"] == 1
+
+
+def test_tensorboard_events_hold_the_logged_scalars(tmp_path, cases, target, make_config):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train, val = cases
+    config = make_config("train.epochs=2")
+    fit(_model(config), train, val, target, config, tmp_path, log=lambda _: None)
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train_loss", "lr", "val_dice/disc"} <= tags
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    loss = events.Scalars("train_loss")
+    assert [e.step for e in loss] == [1, 2]
+    assert [e.value for e in loss] == pytest.approx([r["train_loss"] for r in logged], rel=1e-6)

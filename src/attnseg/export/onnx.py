@@ -101,7 +101,8 @@ def build_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dic
 
     ``extra`` keys used by ``attnseg predict``: ``target`` (``{"kind": "labels"|"regions", "values",
     "names", "regions"}``), ``patch_size``, ``preprocess`` (``normalization``, ``clip_percentiles``,
-    ``target_spacing_mm``), ``spacing_mm``, ``channel_names``.
+    ``target_spacing_mm``), ``spacing_mm``, ``channel_names``, ``mirror_axes`` (the axes flipped in
+    training, which ``--tta`` mirrors).
     """
     from attnseg import __version__
     from attnseg.config import ModelConfig, to_dict
@@ -127,9 +128,10 @@ def build_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dic
 
 
 def metadata_from_model_file(path: str | Path) -> dict[str, Any]:
-    """What a training run knows about a model file: its ``target``, and, when the file sits in a run
-    folder with ``config.yaml``, the patch size and pre-processing settings."""
-    from attnseg.config import load_yaml
+    """What a training run knows about a model file: its ``target``, and from the run folder's
+    ``config.yaml`` (or else the run configuration inside the file) the patch size, pre-processing
+    settings and the axes mirrored in training."""
+    from attnseg.config import load_yaml, training_mirror_axes
     from attnseg.models.checkpoint import read_model_file
 
     path = Path(path)
@@ -138,8 +140,10 @@ def metadata_from_model_file(path: str | Path) -> dict[str, Any]:
     if isinstance(payload.get("target"), dict):
         extra["target"] = payload["target"]
     config_file = path.parent / "config.yaml"
-    if config_file.is_file():
-        run = load_yaml(config_file)
+    run = load_yaml(config_file) if config_file.is_file() else payload.get("run_config")
+    if isinstance(run, dict):
+        if training_mirror_axes(run) is not None:
+            extra["mirror_axes"] = training_mirror_axes(run)
         data = run.get("data") or {}
         if data.get("patch_size"):
             extra["patch_size"] = [int(p) for p in data["patch_size"]]

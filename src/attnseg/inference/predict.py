@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnseg.config import PreprocessConfig, from_dict
+from attnseg.config import PreprocessConfig, from_dict, training_mirror_axes
 from attnseg.errors import ConfigError, DataError, ModelFileError
 from attnseg.inference.postprocess import (
     labels_from_logits,
@@ -84,6 +84,9 @@ class InferenceSettings:
     names: tuple[str, ...] = ()  # class names (labels) or region names (regions)
     regions: dict[str, list[int]] | None = None
     channel_names: list[str] | None = None
+    # the spatial axes the model saw mirrored in training (``augment.flip_axes`` when ``p_flip > 0``);
+    # ``tta=True`` mirrors only these. None: not recorded (then ``tta=True`` means all 2**D flips)
+    mirror_axes: tuple[int, ...] | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -139,6 +142,7 @@ def read_settings(
     def from_run_config(run: Mapping[str, Any], source: str) -> None:
         data = run.get("data") or {}
         take(source, patch_size=data.get("patch_size"), preprocess=run.get("preprocess"))
+        take(source, mirror_axes=training_mirror_axes(dict(run)))
 
     if use_run_folder and path is not None:
         run, run_file = _run_folder_config(Path(path))
@@ -152,6 +156,7 @@ def read_settings(
         patch_size=payload.get("patch_size"),
         preprocess=payload.get("preprocess"),
         channel_names=payload.get("channel_names"),
+        mirror_axes=payload.get("mirror_axes"),
     )
     explicit = payload.get("preprocessing")
     if isinstance(explicit, Mapping):
@@ -209,6 +214,11 @@ def read_settings(
 
     target = merged.get("target")
     settings = InferenceSettings(dims, in_ch, out_ch, patch, preprocess, sources=sources)
+    if merged.get("mirror_axes") is not None:
+        axes = tuple(sorted({int(a) for a in merged["mirror_axes"]}))
+        if any(not 0 <= a < dims for a in axes):
+            raise ModelFileError(f"{where}: training flip axes {list(axes)} do not fit a {dims}D model")
+        settings.mirror_axes = axes
     if target is None:
         settings.values = tuple(range(out_ch))
         settings.names = ("background", *(f"label_{v}" for v in range(1, out_ch)))
@@ -358,6 +368,17 @@ def _background_probabilities(settings: InferenceSettings, spatial: Sequence[int
     return out
 
 
+def tta_axes(tta: bool | Sequence[int], settings: InferenceSettings) -> bool | tuple[int, ...]:
+    """The mirror axes test-time augmentation uses. An explicit list is used as given. ``True``
+    means the axes the model was flipped on in training when its file records them (like nnU-Net:
+    mirroring an axis the model never saw mirrored can swap left/right- or front/back-specific
+    classes, e.g. anterior/posterior hippocampus), else all ``2**D`` flips; a model trained
+    without flips gets none."""
+    if tta is True and settings.mirror_axes is not None:
+        return settings.mirror_axes if settings.mirror_axes else False
+    return tta
+
+
 def predict_case(
     model: LoadedModel,
     image: np.ndarray,
@@ -420,7 +441,7 @@ def predict_case(
         options.overlap,
         options.batch_size,
         "gaussian",
-        options.tta,
+        tta_axes(options.tta, s),
         slice_axis=slice_axis,
         autocast=options.autocast,
         device=model.device,
@@ -635,7 +656,7 @@ def predict_folder(
             )
             report.failed.append((case.case_id, message))
             if log:
-                log(f"{case.case_id}: {message}")
+                log(f"failed: {case.case_id}: {message}")
     skip = {id(c) for group in colliding for c in group}
     cases = [c for c in cases if id(c) not in skip]
     iterator: Iterable = cases
@@ -662,7 +683,7 @@ def predict_folder(
         except DataError as exc:
             report.failed.append((case.case_id, str(exc)))
             if log:
-                log(f"{case.case_id}: {exc}")
+                log(f"failed: {case.case_id}: {exc}")
             continue
         out.mkdir(parents=True, exist_ok=True)
         if dataset.spatial_dims == 2 and meta.header is None:

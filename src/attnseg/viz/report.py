@@ -66,7 +66,17 @@ TABLE_METRICS = (
     "small_lesion_sensitivity",
 )
 PAIRED_METRICS = ("dice", "HD", "assd_mm", "sensitivity", "fpr", "small_lesion_fnr")
-LOWER_IS_BETTER_PREFIXES = ("hd", "assd", "fpr", "fnr", "small_lesion_fnr", "volume_diff", "n_fp", "fp_", "fn_")
+LOWER_IS_BETTER_PREFIXES = (
+    "hd",
+    "assd",
+    "fpr",
+    "fnr",
+    "small_lesion_fnr",
+    "volume_diff",
+    "n_fp",
+    "fp_",
+    "fn_",
+)
 
 
 def higher_is_better(metric: str) -> bool:
