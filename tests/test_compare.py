@@ -276,6 +276,19 @@ def test_group_values_sums_counts_and_averages_rates():
     assert out["p2"]["x"] == per_case["p2_1"]["x"]
 
 
+def test_group_values_volume_dice_pools_the_slices_voxel_counts():
+    # slice 1: tumour, half found; slice 2: tumour-free with 2 false-positive voxels (slice Dice 0)
+    per_case = {
+        "p1_1": {"t": {"dice": 2 * 4 / (2 * 4 + 0 + 4), "tp_vox": 4.0, "fp_vox": 0.0, "fn_vox": 4.0}},
+        "p1_2": {"t": {"dice": 0.0, "tp_vox": 0.0, "fp_vox": 2.0, "fn_vox": 0.0}},
+        "p2_1": {"t": {"dice": 1.0, "tp_vox": 0.0, "fp_vox": 0.0, "fn_vox": 0.0}},  # both empty
+    }
+    out = group_values(per_case, {"p1_1": "p1", "p1_2": "p1", "p2_1": "p2"})
+    assert out["p1"]["t"]["dice"] == pytest.approx((2 / 3 + 0.0) / 2)  # the mean of slice Dice
+    assert out["p1"]["t"]["volume_dice"] == pytest.approx(8 / (8 + 2 + 4))  # the patient's volume
+    assert out["p2"]["t"]["volume_dice"] == 1.0
+
+
 def _slices_dataset(root, n_patients=4, n_slices=3, size=32):
     """Patients of 2D slices (the LGG layout): a bright disc on noise is the foreground."""
     import tifffile
@@ -322,3 +335,11 @@ def test_2d_slices_are_held_out_and_tested_by_patient(tmp_path):
     rows = {(r["model_name"], r["target"]) for r in result.table}
     assert rows == {("unet", "foreground"), ("attention_unet", "foreground")}
     assert "Paired unit: the patient" in result.text
+    # per-patient volume Dice: a table column, a paired test, a line of the printed table
+    assert {p["metric"] for p in result.paired} >= {"dice", "volume_dice"}
+    for row in result.table:
+        assert 0.0 <= row["volume_dice"] <= 1.0
+    assert "Dice (patient volume)" in result.text and "dDice(vol) foreground" in result.text
+    assert "foregroundDice" not in result.text  # a long target name keeps its own column
+    header = (out / "compare.csv").read_text().splitlines()[0].split(",")
+    assert header[header.index("dice") + 1] == "volume_dice"

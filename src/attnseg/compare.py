@@ -240,7 +240,10 @@ def group_values(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Per-case metrics -> per-group metrics (e.g. the slices of one patient -> the patient): counts
     (``n_*``, ``*_vox``) are summed over the group's cases, every other metric is averaged. Groups
-    come in the order of their first case."""
+    come in the order of their first case. Where the voxel counts are there, ``volume_dice`` is the
+    Dice of the group's stacked slices, 2 TP / (2 TP + FP + FN) from the summed counts (1 when both
+    are empty): the per-patient Dice of 2D slice studies, which the mean of slice Dice is not (a
+    tumour-free slice with any false positive has Dice 0 and weighs as much as a tumour slice)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     members: dict[str, list[str]] = {}
     for c in per_case:
@@ -253,6 +256,10 @@ def group_values(
                 values = [per_case[c][t][m] for c in cases]
                 summed = m.startswith("n_") or m.endswith("_vox")
                 out[g][t][m] = float(np.sum(values) if summed else np.mean(values))
+            counts = out[g][t]
+            if {"tp_vox", "fp_vox", "fn_vox"} <= counts.keys():
+                den = 2 * counts["tp_vox"] + counts["fp_vox"] + counts["fn_vox"]
+                counts["volume_dice"] = float(2 * counts["tp_vox"] / den) if den else 1.0
     return out
 
 
@@ -676,10 +683,17 @@ def _finish(
     unit = "patient" if by_patient else "case"
     units = {name: group_values(averaged[name], groups) if by_patient else averaged[name] for name in names}
     unit_ids = list(units[names[0]])
+    paired_metrics = dict(PAIRED_METRICS)
+    if by_patient and all("volume_dice" in units[n][u][t] for n in names for u in unit_ids for t in targets):
+        paired_metrics = {"dice": True, "volume_dice": True, **PAIRED_METRICS}
+        for row in table:  # the mean over patients of each patient's volume Dice
+            row["volume_dice"] = float(
+                np.mean([units[row["model_name"]][u][row["target"]]["volume_dice"] for u in unit_ids])
+            )
     paired: list[dict[str, Any]] = []
     a, b = names
     for t in targets:
-        for metric, higher in PAIRED_METRICS.items():
+        for metric, higher in paired_metrics.items():
             va = [units[a][u][t][metric] for u in unit_ids]
             vb = [units[b][u][t][metric] for u in unit_ids]
             st = paired_statistics(va, vb, higher_is_better=higher, n_boot=s.n_boot, seed=0)
@@ -709,6 +723,8 @@ def _finish(
         "model", "model_name", "target", "n_cases", "n_seeds", *TABLE_COLUMNS,
         "parameters", "train_s", "iterations", "infer_s_per_case",
     ]  # fmt: skip
+    if "volume_dice" in table[0]:
+        table_cols.insert(table_cols.index("dice") + 1, "volume_dice")
     paired_cols = [
         "target", "metric", "unit", "higher_is_better", "n", "n_nonzero", "mean_a", "mean_b", "mean_diff",
         "ci_low", "ci_high", "wilcoxon_statistic", "p_value", "min_p", "b_better", "b_worse",
@@ -806,6 +822,7 @@ def _report(out, eval_dirs, names, display, paired, s, data, log) -> Path | None
 # --- text -----------------------------------------------------------------------------------------------
 LABELS = {
     "dice": "Dice",
+    "volume_dice": "Dice (patient volume)",
     "hd95_mm": "HD95 (mm)",
     "hd_mm": "HD max (mm)",
     "assd_mm": "ASSD (mm)",
@@ -852,7 +869,8 @@ def format_table(
     by = {(r["model_name"], r["target"]): r for r in table}
     tests = {(r["target"], r["metric"]): r for r in paired}
     targets = list(dict.fromkeys(r["target"] for r in table))
-    head = f"{'target':<7}{'metric':<26}{da:>12}{db:>14}{'diff (B-A)':>12}  {'95% CI':<21}{'p':>7}  B better/worse"
+    tw = max(7, *(len(str(t)) + 1 for t in targets))  # the target column: never run into the metric
+    head = f"{'target':<{tw}}{'metric':<26}{da:>12}{db:>14}{'diff (B-A)':>12}  {'95% CI':<21}{'p':>7}  B better/worse"
     lines = [
         f"{n_cases} held-out case(s)"
         + (f" from {n_units} {units}" if unit != "case" else "")
@@ -863,10 +881,25 @@ def format_table(
     for t in targets:
         ra, rb = by[(a, t)], by[(b, t)]
         first = True
-        for metric in ("dice", "hd95_mm", "hd_mm", "assd_mm", "sensitivity", "fpr", "fp_vox", "n_fp_lesions"):
+        metrics = (
+            "dice",
+            "volume_dice",
+            "hd95_mm",
+            "hd_mm",
+            "assd_mm",
+            "sensitivity",
+            "fpr",
+            "fp_vox",
+            "n_fp_lesions",
+        )
+        for metric in metrics:
+            if metric not in ra:
+                continue
             st = tests.get((t, metric))
             va, vb = ra[metric], rb[metric]
-            line = f"{t if first else '':<7}{LABELS[metric]:<26}{_num(va, metric):>12}{_num(vb, metric):>14}"
+            line = (
+                f"{t if first else '':<{tw}}{LABELS[metric]:<26}{_num(va, metric):>12}{_num(vb, metric):>14}"
+            )
             if st is not None:
                 ci = f"[{_signed(st['ci_low'], metric)}, {_signed(st['ci_high'], metric)}]"
                 line += (
@@ -892,7 +925,7 @@ def format_table(
                 vb = _detected(rb)
             else:
                 va, vb = f"{ra[key]:.3f}", f"{rb[key]:.3f}"
-            line = f"{'':<7}{label:<26}{va:>12}{vb:>14}"
+            line = f"{'':<{tw}}{label:<26}{va:>12}{vb:>14}"
             st = tests.get((t, metric))
             if st is not None:  # paired over cases on the per-case counts / rates
                 ci = f"[{st['ci_low']:+.2f}, {st['ci_high']:+.2f}]"
@@ -917,6 +950,12 @@ def format_table(
             f"Paired unit: the {unit} (slices of one {unit} are not independent): per-{unit} means of the "
             "rates and distances, sums of the counts."
         )
+        if any("volume_dice" in r for r in table):
+            lines.append(
+                f"Dice (patient volume): per {unit}, 2TP / (2TP + FP + FN) over all its slices, then the mean "
+                f"over {units}; the Dice row is the mean over slices, where a tumour-free slice with any false "
+                "positive scores 0."
+            )
     lines += [
         f"Low power: with {n_units} {units} the exact test cannot go below p = "
         f"{min(1.0, 2.0 / 2.0**n_units):.3g}, and nothing is corrected for the {len(paired)} tests.",
@@ -948,12 +987,16 @@ def format_case_deltas(
     """Per held-out case (or patient): Dice of B - Dice of A per class/region (positive: B better)."""
     a, b = names
     width = max([18, *(len(u) + 2 for u in unit_ids)])
-    head = f"{unit:<{width}}" + "".join(f"{'dDice ' + t:>12}" for t in targets)
+    columns = [(t, "dice", f"dDice {t}") for t in targets]
+    if all("volume_dice" in values[a][u][t] for u in unit_ids for t in targets):
+        columns += [(t, "volume_dice", f"dDice(vol) {t}") for t in targets]
+    cw = max(12, *(len(label) + 2 for _, _, label in columns))
+    head = f"{unit:<{width}}" + "".join(f"{label:>{cw}}" for _, _, label in columns)
     lines = [f"per-{unit} Dice difference (B - A):", head]
     for u in unit_ids:
         lines.append(
             f"{u:<{width}}"
-            + "".join(f"{values[b][u][t]['dice'] - values[a][u][t]['dice']:>+12.3f}" for t in targets)
+            + "".join(f"{values[b][u][t][m] - values[a][u][t][m]:>+{cw}.3f}" for t, m, _ in columns)
         )
     return "\n".join(lines)
 
