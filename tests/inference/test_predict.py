@@ -468,3 +468,11 @@ def test_exported_metadata_carries_the_training_flips(tmp_path):
     meta = metadata_from_model_file(path)  # no config.yaml beside it: the file's own run config
     assert meta["mirror_axes"] == [0, 2] and meta["patch_size"] == [16, 16, 16]
     assert read_settings({"model_config": {"spatial_dims": 3}, **meta}).mirror_axes == (0, 2)
+
+
+def test_predict_folder_says_which_mirrors_tta_uses(tmp_path, model_file, input_folder):
+    said: list[str] = []
+    predict_folder(
+        model_file, input_folder, tmp_path / "pred", PredictOptions(tta=True), progress=False, log=said.append
+    )
+    assert any("all 2^D mirrors" in line for line in said)  # this model file records no training flips

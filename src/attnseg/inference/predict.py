@@ -639,6 +639,18 @@ def predict_folder(
                 f"note: the model file does not say {', '.join(defaults)}; using defaults "
                 f"({loaded.settings.describe()})"
             )
+    if log and options.tta is True:
+        axes = tta_axes(True, loaded.settings)
+        log(
+            "test-time augmentation: "
+            + (
+                "all 2^D mirrors (the model file does not record its training flips)"
+                if axes is True
+                else f"mirroring axes {list(axes)}, those flipped in training"
+                if axes
+                else "none (the model was trained without flips; choose axes with --tta-axes)"
+            )
+        )
     report = PredictReport(settings=loaded.settings)
     _check_writable(out)
     # outputs are named by case id: cases sharing a name would overwrite (or skip) each other
