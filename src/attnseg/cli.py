@@ -169,6 +169,11 @@ def _demo_data_run(args: argparse.Namespace) -> int:
 
 
 # --- predict: a model file over a dataset, a case folder or a file -> one label map per case --------
+def _add_set_option(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable), collected in ``args.overrides``."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file: RUN/model.pt, a training checkpoint, or an exported .onnx")
     p.add_argument("input", help="a dataset folder, a case folder, or one image file")
@@ -297,14 +302,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config", default=None, help="YAML file with settings (sections model, data, train, ...)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set optim.lr=3e-4 --set train.epochs=100 (repeatable)",
-    )
+    _add_set_option(p, "override one setting, e.g. --set optim.lr=3e-4 --set train.epochs=100 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
 
 
@@ -369,14 +367,7 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2; 0 = torch's choice)")
     p.add_argument("--no-figures", action="store_true", help="skip the per-case figures")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a training setting, e.g. --set train.time_limit_s=900",
-    )
+    _add_set_option(p, "override a training setting, e.g. --set train.time_limit_s=900")
 
 
 def _quickstart_run(args: argparse.Namespace) -> int:
@@ -436,13 +427,8 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (runs, predictions, compare.csv/json, report)")
     p.add_argument("--demo", action="store_true", help="use phantom data (the default when DATA is omitted)")
     p.add_argument("--config", default=None, help="YAML settings both models train with")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting for both models, e.g. --set model.features=[16,32,64,128] (repeatable)",
+    _add_set_option(
+        p, "override a setting for both models, e.g. --set model.features=[16,32,64,128] (repeatable)"
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (default 0)")
     p.add_argument("--iterations", type=int, help="training budget in iterations (optimiser steps)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,9 +212,9 @@ class RunConfig:
 
 def training_mirror_axes(run: Any) -> list[int] | None:
     """The spatial axes a run's augmentation mirrored (``augment.flip_axes``; ``[]`` when ``p_flip``
-    is 0), from a saved run configuration (plain dict); None when it does not say."""
-    augment = run.get("augment") if isinstance(run, dict) else None
-    if not isinstance(augment, dict) or "flip_axes" not in augment:
+    is 0), from a saved run configuration (plain mapping); None when it does not say."""
+    augment = run.get("augment") if isinstance(run, Mapping) else None
+    if not isinstance(augment, Mapping) or "flip_axes" not in augment:
         return None
     if float(augment.get("p_flip", AugmentConfig.p_flip) or 0.0) <= 0:
         return []

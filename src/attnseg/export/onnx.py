@@ -142,8 +142,9 @@ def metadata_from_model_file(path: str | Path) -> dict[str, Any]:
     config_file = path.parent / "config.yaml"
     run = load_yaml(config_file) if config_file.is_file() else payload.get("run_config")
     if isinstance(run, dict):
-        if training_mirror_axes(run) is not None:
-            extra["mirror_axes"] = training_mirror_axes(run)
+        mirror_axes = training_mirror_axes(run)
+        if mirror_axes is not None:
+            extra["mirror_axes"] = mirror_axes
         data = run.get("data") or {}
         if data.get("patch_size"):
             extra["patch_size"] = [int(p) for p in data["patch_size"]]

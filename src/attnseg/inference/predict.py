@@ -142,7 +142,7 @@ def read_settings(
     def from_run_config(run: Mapping[str, Any], source: str) -> None:
         data = run.get("data") or {}
         take(source, patch_size=data.get("patch_size"), preprocess=run.get("preprocess"))
-        take(source, mirror_axes=training_mirror_axes(dict(run)))
+        take(source, mirror_axes=training_mirror_axes(run))
 
     if use_run_folder and path is not None:
         run, run_file = _run_folder_config(Path(path))
@@ -641,16 +641,14 @@ def predict_folder(
             )
     if log and options.tta is True:
         axes = tta_axes(True, loaded.settings)
-        log(
-            "test-time augmentation: "
-            + (
-                "all 2^D mirrors (the model file does not record its training flips)"
-                if axes is True
-                else f"mirroring axes {list(axes)}, those flipped in training"
-                if axes
-                else "none (the model was trained without flips; choose axes with --tta-axes)"
+        if axes is True:
+            log("test-time augmentation: all 2^D mirrors (the model file does not record its training flips)")
+        elif axes:
+            log(f"test-time augmentation: mirroring axes {list(axes)}, those flipped in training")
+        else:
+            log(
+                "test-time augmentation: none (the model was trained without flips; choose axes with --tta-axes)"
             )
-        )
     report = PredictReport(settings=loaded.settings)
     _check_writable(out)
     # outputs are named by case id: cases sharing a name would overwrite (or skip) each other
