@@ -302,18 +302,21 @@ def _spacing_from_affine(affine: np.ndarray, n: int) -> tuple[float, ...]:
 def _make_header(
     base, data_shape: tuple[int, ...], affine: np.ndarray, spacing_mm: Sequence[float], dtype
 ) -> nib.Nifti1Header:
-    """A header for ``data_shape`` (file order) derived from ``base`` (kept: codes, units, descrip)."""
+    """A header for ``data_shape`` (file order) whose best transform is ``affine``, derived from ``base``.
+
+    Kept from ``base``: units, description, both qform/sform codes and both transforms. A source
+    whose qform and sform differ (e.g. scanner vs aligned space) keeps both, each moved with the
+    grid: when ``affine`` describes another voxel grid than ``base`` (a reorientation, a resampling),
+    the voxel -> voxel map ``M = inv(best(base)) @ affine`` is applied to each, ``qform @ M`` and
+    ``sform @ M``. A source with neither form set gets ``affine`` in both, code 1 (scanner).
+    """
     hdr = base.copy() if isinstance(base, nib.Nifti1Header) else nib.Nifti1Header()
     if dtype is not None:
         hdr.set_data_dtype(dtype)
     hdr.set_data_shape(data_shape)
     spacing = tuple(float(s) for s in spacing_mm)
     hdr.set_zooms(spacing + (1.0,) * (len(data_shape) - len(spacing)))
-    qcode, scode = int(hdr["qform_code"]), int(hdr["sform_code"])
-    if qcode == 0 and scode == 0:
-        qcode = scode = 1  # scanner coordinates: a viewer needs one of the two forms to place the image
-    hdr.set_qform(affine, code=qcode)
-    hdr.set_sform(affine, code=scode)
+    _carry_transforms(hdr, base if isinstance(base, nib.Nifti1Header) else None, np.asarray(affine, float))
     # The data are written as they are: no intensity scaling, no display window from the source.
     hdr.set_slope_inter(np.nan, np.nan)
     hdr["cal_min"] = 0
@@ -321,6 +324,29 @@ def _make_header(
     if not hdr["xyzt_units"]:
         hdr.set_xyzt_units("mm")
     return hdr
+
+
+def _carry_transforms(hdr: nib.Nifti1Header, base: nib.Nifti1Header | None, affine: np.ndarray) -> None:
+    """Write qform and sform into ``hdr`` so that both place the new grid where ``base``'s placed theirs."""
+    qcode = int(base["qform_code"]) if base is not None else 0
+    scode = int(base["sform_code"]) if base is not None else 0
+    if qcode == 0 and scode == 0:
+        hdr.set_qform(affine, code=1)  # scanner coordinates: a viewer needs one form to place the image
+        hdr.set_sform(affine, code=1)
+        return
+    voxel_map = np.linalg.solve(base.get_best_affine(), affine)
+    if np.allclose(voxel_map, np.eye(4), atol=1e-6):
+        # Same grid: the copied header already holds both transforms bit for bit, and set_zooms left
+        # pixdim as it was (``spacing_mm`` came from it), so the quaternion is untouched.
+        return
+    if qcode > 0:
+        hdr.set_qform(base.get_qform() @ voxel_map, code=qcode)
+    else:
+        hdr.set_qform(affine, code=0)
+    if scode > 0:
+        hdr.set_sform(base.get_sform() @ voxel_map, code=scode)
+    else:
+        hdr.set_sform(affine, code=0)
 
 
 def save_image(
@@ -384,7 +410,9 @@ def save_image(
         raise DataError(f"{path}: affine must be 4x4, got {aff.shape}")
     data = np.ascontiguousarray(data.astype(out_dtype, copy=False))
     header = _make_header(meta.header if meta is not None else None, data.shape, aff, spacing, out_dtype)
-    img = nib.Nifti1Image(data, aff, header)
+    # The header's own best transform (== ``aff`` to float precision), so nibabel keeps both forms
+    # as set instead of overwriting the qform when the quaternion round trip differs in the last bit.
+    img = nib.Nifti1Image(data, header.get_best_affine(), header)
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
     return path
