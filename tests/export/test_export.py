@@ -96,7 +96,9 @@ def test_export_3d_odd_size_round_trip(tmp_path, fold):
         model, tmp_path / "m.onnx", example_size=(13, 10, 9), exporter="torchscript", fold=fold
     )
     assert report.parity.max_abs_diff < 1e-4
-    assert report.parity.input_shape == (2, 3, 12, 9, 8)  # example size minus one: exercises the padding
+    assert report.parity.input_shape == (2, 2, 12, 9, 8)  # example size minus one: exercises the padding
+    assert report.parity.logits_shape == (2, 3, 12, 9, 8)
+    assert str(report.parity).startswith("input (2, 2, 12, 9, 8): max |logit diff|")
     predictor = OnnxPredictor(tmp_path / "m.onnx", threads=1)
     x = torch.randn(3, 2, 7, 21, 12)  # another batch size, another odd size
     with torch.no_grad():

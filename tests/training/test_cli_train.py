@@ -81,3 +81,14 @@ def test_quickstart_cli_tiny(tmp_path, capsys):
     assert (out / "predictions" / "Phantom_000.nii.gz").is_file()
     assert main(args) == 2  # a second quickstart into the same folder needs --overwrite
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_train_progress_off_a_terminal_is_one_line_per_epoch(tmp_path, tiny_phantom, capsys):
+    """A log file or CI log gets whole lines, one per epoch, not every redraw of a bar."""
+    args = [a if a != "train.progress=false" else "train.progress=true" for a in TINY]
+    assert main(["train", str(tiny_phantom), "--out", str(tmp_path / "run"), *args]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    epoch_lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all(": loss " in line for line in epoch_lines)

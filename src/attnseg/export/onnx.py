@@ -29,7 +29,7 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,16 +159,24 @@ def metadata_from_model_file(path: str | Path) -> dict[str, Any]:
 # --- export -------------------------------------------------------------------------------------------
 @dataclass
 class ParityReport:
-    """ONNX vs PyTorch on the same input: max |logit difference|, share of voxels with the same argmax."""
+    """ONNX vs PyTorch on the same input: max |logit difference|, share of voxels with the same argmax.
 
-    input_shape: tuple[int, ...]
+    ``logits_shape``: (N, classes, *spatial) of the compared outputs; ``input_shape``: (N, channels,
+    *spatial) of the input both ran on (None when only the logits were given).
+    """
+
+    logits_shape: tuple[int, ...]
     max_abs_diff: float
     max_abs_logit: float
     argmax_agreement: float
+    input_shape: tuple[int, ...] | None = None
 
     def __str__(self) -> str:
+        where = (
+            f"input {tuple(self.input_shape)}" if self.input_shape else f"logits {tuple(self.logits_shape)}"
+        )
         return (
-            f"input {tuple(self.input_shape)}: max |logit diff| {self.max_abs_diff:.2e} "
+            f"{where}: max |logit diff| {self.max_abs_diff:.2e} "
             f"(logits up to {self.max_abs_logit:.2f}), argmax agreement {100 * self.argmax_agreement:.4f} %"
         )
 
@@ -331,7 +339,7 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> ParityReport
         else float(((reference > 0) == (candidate > 0)).mean())
     )
     return ParityReport(
-        input_shape=tuple(reference.shape),
+        logits_shape=tuple(reference.shape),
         max_abs_diff=float(np.abs(reference - candidate).max()),
         max_abs_logit=float(np.abs(reference).max()),
         argmax_agreement=agree,
@@ -469,7 +477,7 @@ def check_parity(
             reference = reference[0]
     session = make_session(onnx_model, threads=None)
     candidate = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    report = compare_logits(reference.numpy(), candidate)
+    report = replace(compare_logits(reference.numpy(), candidate), input_shape=tuple(x.shape))
     if tolerance is not None and report.max_abs_diff > tolerance * max(1.0, report.max_abs_logit):
         raise ModelFileError(
             f"{what}: onnxruntime and PyTorch disagree: {report}; the tolerance is "

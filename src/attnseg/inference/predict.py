@@ -671,9 +671,9 @@ def predict_folder(
     cases = [c for c in cases if id(c) not in skip]
     iterator: Iterable = cases
     if progress:
-        from tqdm.auto import tqdm
+        from attnseg.progress import progress as progress_lines
 
-        iterator = tqdm(cases, desc="predict", unit="case")
+        iterator = progress_lines(cases, desc="predict", unit="case")
     for case in iterator:
         label_path, prob_path = output_paths(out, case.case_id, dataset.spatial_dims)
         done = label_path.is_file() and (not save_probabilities or prob_path.is_file())

@@ -295,9 +295,9 @@ def _accumulate(
 
     batches = range(0, len(jobs), batch_size)
     if progress:
-        from tqdm.auto import tqdm
+        from attnseg.progress import progress as progress_lines
 
-        batches = tqdm(batches, desc="windows", unit="batch", leave=False)
+        batches = progress_lines(batches, desc="windows", unit="batch", nested=True)
     for first in batches:
         chunk = jobs[first : first + batch_size]
         batch = buffer[: len(chunk)]

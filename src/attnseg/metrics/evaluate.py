@@ -356,9 +356,9 @@ def evaluate_folders(
 
     iterator: Iterable[str] = case_ids
     if progress:
-        from tqdm import tqdm
+        from attnseg.progress import progress as progress_lines
 
-        iterator = tqdm(case_ids, desc="evaluate", unit="case")
+        iterator = progress_lines(case_ids, desc="evaluate", unit="case")
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     ndim = 3
     for cid in iterator:

@@ -543,9 +543,10 @@ class _nullcontext:
 def _progress(total: int, initial: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from attnseg.progress import progress
 
-    return tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr, leave=False)
+    # off a terminal: one line per epoch (the description names the epoch), not one per redraw
+    return progress(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr, leave=False)
 
 
 def _tensorboard(run_dir: Path):
