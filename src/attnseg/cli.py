@@ -37,8 +37,11 @@ def _smoke_run(args: argparse.Namespace) -> int:
 
 # --- evaluate: metrics of predicted label maps against the truth ----------------------------------
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pred", help="folder of predicted label maps (NIfTI, one per case)")
-    p.add_argument("truth", help="truth label maps: NIfTI files, a labelsTr/ folder, or one folder per case")
+    p.add_argument("pred", help="folder of predicted label maps (NIfTI or 2D PNG/JPEG/TIFF, one per case)")
+    p.add_argument(
+        "truth",
+        help="truth label maps: NIfTI or 2D mask files, a labelsTr/ or masks/ folder, or one folder per case",
+    )
     p.add_argument("--out", help="write metrics_per_case.csv and summary.json into this folder")
     targets = p.add_mutually_exclusive_group()
     targets.add_argument("--regions", help="preset (brats, brats2015, brats2023) or WT=1+2+4,TC=1+4,ET=4")
@@ -78,6 +81,8 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
     )
     print(format_summary(result.summary))
+    for note in result.notes:
+        print(f"note: {note}")
     missing = result.missing_predictions
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")

@@ -263,7 +263,8 @@ def test_find_cases_in_folders_and_files(tmp_path):
     assert [p.name for p in dataset.cases[1].images] == ["c2_0000.nii.gz", "c2_0001.nii.gz"]
 
     dataset, root = find_cases(folder / "c2_0000.nii.gz", in_channels=2)  # siblings gathered
-    assert root == folder and [p.name for p in dataset.cases[0].images] == [
+    # one file is its own input folder: predictions may go to a folder next to it
+    assert root == folder / "c2_0000.nii.gz" and [p.name for p in dataset.cases[0].images] == [
         "c2_0000.nii.gz",
         "c2_0001.nii.gz",
     ]
@@ -378,7 +379,7 @@ def test_predict_cli_refuses_the_input_folder(tmp_path, model_file, input_folder
     assert main(["predict", str(model_file), str(input_folder), str(out), "--quiet"]) == 2
     assert "inside the input folder" in capsys.readouterr().err
     assert sorted(os.listdir(input_folder)) == ["a.nii.gz", "b.nii.gz"]
-    # a single file as input: its folder is the input folder too
+    # a single file as input: its own folder holds input images, so it is refused too
     assert (
         main(["predict", str(model_file), str(input_folder / "a.nii.gz"), str(input_folder), "--quiet"]) == 2
     )
@@ -425,6 +426,26 @@ def test_predict_2d_png_input_writes_png(tmp_path):
     inside = pixels > 0
     expected = inside & (pixels > pixels[inside].mean())
     np.testing.assert_array_equal(mask, expected.astype(np.uint8))
+
+
+@pytest.mark.parametrize("values, stored", [((0, 1), 255), ((0, 1, 2), 1)])
+def test_2d_masks_are_0_255_only_from_a_binary_model(tmp_path, values, stored):
+    """A multi-class model's mask that happens to hold only class 1 stays class 1 on disk."""
+    from PIL import Image
+
+    pixels = np.zeros((20, 24), np.uint8)
+    pixels[5:15, 6:18] = 200
+    pixels[8:12, 9:14] = 250
+    Image.fromarray(pixels).save(tmp_path / "slice.png")
+
+    def predictor(batch):  # class 1 where brighter than the mean inside, never class 2
+        return torch.cat([torch.zeros_like(batch), batch, torch.full_like(batch, -9.0)][: len(values)], dim=1)
+
+    names = tuple(f"c{v}" for v in values)
+    settings = InferenceSettings(2, 1, len(values), (8, 8), PreprocessConfig(), values=values, names=names)
+    predict_folder(LoadedModel(predictor, settings), tmp_path / "slice.png", tmp_path / "out", progress=False)
+    written = np.asarray(Image.open(tmp_path / "out" / "slice.png"))
+    assert set(np.unique(written).tolist()) == {0, stored}
 
 
 def test_an_exported_onnx_model_plugs_in(tmp_path, model_file, input_folder):

@@ -64,9 +64,10 @@ def test_mask_rules_hand_values():
     np.testing.assert_array_equal(mask_to_indices(np.array([[0, 255]], np.uint8), lossy=False), [[0, 1]])
     # class indices stay as stored
     np.testing.assert_array_equal(mask_to_indices(np.array([[0, 1, 2]], np.uint8), lossy=False), [[0, 1, 2]])
-    # lossy: threshold at 128 (ringing values 0-8 and 247-255)
-    jpeg = np.array([[0, 8, 127, 128, 247, 255]], np.uint8)
-    np.testing.assert_array_equal(mask_to_indices(jpeg, lossy=True), [[0, 0, 0, 1, 1, 1]])
+    # lossy 0/255 (piles at 0 and 255, ringing values 8 and 247 on few pixels): nearest of 0/255,
+    # i.e. thresholded at 128. (The old rule thresholded any JPEG at 128, whatever its values.)
+    jpeg = np.array([[0, 8, 127, 128, 247, 255] + [0] * 40 + [255] * 20], np.uint8)
+    np.testing.assert_array_equal(mask_to_indices(jpeg, lossy=True)[0, :6], [0, 0, 0, 1, 1, 1])
     # equal RGB channels are grey
     rgb = np.stack([np.array([[0, 255]], np.uint8)] * 3, axis=-1)
     np.testing.assert_array_equal(mask_to_indices(rgb, lossy=False), [[0, 1]])

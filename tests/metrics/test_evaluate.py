@@ -134,7 +134,7 @@ def test_find_label_files_layouts(folders, tmp_path):
     msd = tmp_path / "msd"
     save(msd / "labelsTr" / "hippo_001.nii.gz", np.zeros((3, 3, 3)))
     assert list(find_label_files(msd)) == ["hippo_001"]
-    with pytest.raises(DataError, match="no NIfTI"):
+    with pytest.raises(DataError, match="no label maps found"):
         find_label_files(tmp_path / "pred" / "..")
 
 

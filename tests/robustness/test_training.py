@@ -153,6 +153,21 @@ def _paired_with_a_repeat(root):
     return root
 
 
+def _masks_as(root, quality=None, noise=False):
+    """disc_folder's images with masks rewritten: 0/1 saved as JPEG at ``quality`` (30 leaves only 0s),
+    or random grey values (an image saved as a mask)."""
+    disc_folder(root)
+    rng = np.random.default_rng(0)
+    for path in sorted((root / "masks").glob("*.png")):
+        mask = np.asarray(Image.open(path))
+        path.unlink()
+        if noise:
+            Image.fromarray(rng.integers(0, 256, mask.shape, dtype=np.uint8)).save(path)
+        else:
+            Image.fromarray(mask).save(path.with_suffix(".jpg"), quality=quality)
+    return root
+
+
 def _undeclared():
     label = blob_label()
     label[0, 0, 0] = 7
@@ -190,6 +205,14 @@ BAD_TRAINING_DATA = {
     "duplicate_ids": (
         lambda root: _paired_with_a_repeat(root),
         "{root}: case id(s) ['a'] belong to more than one case",
+    ),
+    "all_background_2d_masks": (
+        lambda root: _masks_as(root, quality=30),
+        "{root}: every training label map decodes to background only (masks: background only",
+    ),
+    "mask_encoding_accident": (
+        lambda root: _masks_as(root, noise=True),
+        "{root}: the masks hold 256 distinct values 0..255: neither class indices",
     ),
     "label_shape": (
         lambda root: _msd(root, {"a": blob_label(), "b": blob_label((12, 12, 9))}),

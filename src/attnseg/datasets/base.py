@@ -123,6 +123,33 @@ def data_files(folder: Path) -> list[Path]:
     return sorted((p for p in folder.iterdir() if is_data_file(p)), key=lambda p: natural_key(p.name))
 
 
+def channel_files(folder: Path, case_id: str, suffix: str) -> list[Path]:
+    """nnU-Net channel files of a case, ``<case_id>_XXXX<suffix>`` in ``folder``, in channel order.
+
+    The case id matches exactly, the suffix in any letter case (``x_0000.NII.GZ`` for ``.nii.gz``).
+    """
+    if not folder.is_dir():
+        return []
+    pattern = re.compile(rf"{re.escape(case_id)}_[0-9]{{4}}(?i:{re.escape(suffix)})")
+    found = [p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+    return sorted(found, key=lambda p: natural_key(p.name))
+
+
+def on_disk(path: Path) -> Path:
+    """``path``, or when it does not exist the one file beside it that differs only in the letter
+    case of its suffix (``x.nii.gz`` listed, ``x.NII.GZ`` on disk, as a case-insensitive file
+    system would find it). The name keeps the listed stem, so the case id does not change."""
+    stem, suffix = split_suffix(path.name)
+    if not suffix or path.exists() or not path.parent.is_dir():
+        return path
+    found = [
+        p
+        for p in path.parent.iterdir()
+        if p.name != path.name and p.name.lower() == path.name.lower() and p.name.startswith(stem)
+    ]
+    return found[0] if len(found) == 1 else path
+
+
 def subfolders(folder: Path) -> list[Path]:
     return sorted(
         (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))),

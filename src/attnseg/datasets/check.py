@@ -16,8 +16,15 @@ For every case it reports, naming the case and the file:
   (paired folders), the usual values are inferred: those present in at least
   ``max(2, 10 % of labelled cases)`` cases; a value seen in fewer cases is reported, and the message
   says how to declare the labels instead;
+- ``mask_encoding`` (2D masks): a file whose values do not fit the encoding decided for the
+  dataset's masks (``attnseg.datasets.masks2d``: 0/255 among 0/1 masks, a grey image among
+  binary masks), or every file when the dataset's values look like an encoding accident (59 values:
+  a resized mask, an image saved as a mask); a decoding that rounds or thresholds (JPEG noise,
+  smoothed edges) is said once as a note;
+- ``absent_label``: a declared foreground label that no case's label map holds; ``no_foreground``:
+  every label map is background only (nothing to segment);
 - discovery findings (labels without images, ambiguous patterns, counts that disagree with
-  ``dataset.json``).
+  ``dataset.json``, one file under two case names: ``duplicate_file``).
 
 Speed: headers are read first (shape, affine: a few hundred bytes each); then each file is
 decompressed exactly once, into memory, and checked from that buffer.
@@ -25,23 +32,31 @@ decompressed exactly once, into memory, and checked from that buffer.
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import time
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from attnseg.datasets.base import Case, Dataset, Problem, spatial_dims_of
+from attnseg.datasets.masks2d import mask_encoding_for, mask_set_encoding
 from attnseg.errors import DataError
 from attnseg.io.images2d import load_image2d, load_mask2d, read_size2d
-from attnseg.io.nifti import AFFINE_ATOL, affine_problem, container_problem, is_nifti
+from attnseg.io.mask_encoding import MaskEncoding
+from attnseg.io.nifti import (
+    AFFINE_ATOL,
+    as_label_array,
+    channels_in_file,
+    image_voxels,
+    is_nifti,
+    label_voxels,
+    read_header,
+    read_nifti,
+)
 
 RARE_FRACTION = 0.10
 
@@ -72,6 +87,7 @@ class CheckReport:
     label_case_counts: dict[int, int] = field(default_factory=dict)  # value -> number of cases with it
     shape_range: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     spacings_mm: list[tuple[float, ...]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said once, not a failure (e.g. masks thresholded)
 
     @property
     def ok(self) -> bool:
@@ -98,6 +114,7 @@ class CheckReport:
             shown = ", ".join(str(tuple(round(s, 3) for s in sp)) for sp in self.spacings_mm[:4])
             more = f" and {len(self.spacings_mm) - 4} more" if len(self.spacings_mm) > 4 else ""
             lines.append(f"  spacing (mm): {shown}{more}")
+        lines.extend(f"  note: {n}" for n in self.notes)
         for p in self.problems:
             lines.append(f"FAIL {p}")
         if self.ok:
@@ -134,8 +151,13 @@ class CheckReport:
 def _rel(path: str | os.PathLike | None, root: Path) -> str:
     if path is None:
         return "?"
-    try:
-        return str(Path(path).resolve().relative_to(root.resolve()))
+    path, root = Path(path).absolute(), root.absolute()
+    try:  # the listed name, not a symlink's target: a linked file is reported under the name the data use
+        return str(path.relative_to(root))
+    except ValueError:
+        pass
+    try:  # the root itself may be given through a link
+        return str(path.parent.resolve().relative_to(root.resolve()) / path.name)
     except ValueError:
         return str(path)
 
@@ -152,61 +174,36 @@ class _File:
     error: str | None = None
 
 
-def _geometry(img) -> tuple[tuple[int, ...], np.ndarray, tuple[float, ...], int]:
-    full = tuple(int(s) for s in img.shape)
-    if len(full) == 5 and full[3] == 1:
-        full = (*full[:3], full[4])
-    if len(full) > 4:
-        raise DataError(f"image has shape {full}; expected 3D or 4D (channels last)")
-    shape = full[:3]
-    problem = affine_problem(img.affine, len(shape))
-    if problem:
-        raise DataError(problem)
-    channels = 1 if len(full) <= 3 else full[3]
-    zooms = tuple(float(z) for z in img.header.get_zooms()[: len(shape)])
-    return shape, np.asarray(img.affine), zooms, channels
-
-
-def _read_nifti(path: Path) -> _File:
-    """Decompress the whole file once (gzip verifies length and CRC), parse header and voxels from memory.
+def _read_nifti(path: Path, *, label: bool) -> _File:
+    """Read a file the way the loaders do (``read_nifti``, then the checks of ``load_image`` or
+    ``load_label``): what passes here, training and prediction read. The file is decompressed once.
 
     When that fails, the header alone is read again (a few hundred bytes) so that shape and affine
     are still compared and the report says exactly what is wrong.
     """
     out = _File()
     try:
-        raw = path.read_bytes()
-        problem = container_problem(raw, path.name)
-        if problem:
-            raise DataError(problem)
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        img = (
-            nib.Nifti1Image.from_bytes(raw)
-            if raw[344:348] in (b"n+1\x00", b"ni1\x00")
-            else nib.Nifti2Image.from_bytes(raw)
-        )
-        out.shape, out.affine, out.zooms, out.channels = _geometry(img)
-        out.data = np.asanyarray(img.dataobj)
+        img, data = read_nifti(path)
+        data, meta = label_voxels(img, data, path) if label else image_voxels(img, data, path)
+        out.shape, out.affine, out.zooms = meta.shape, meta.affine, meta.spacing_mm
+        out.channels = 1 if label else int(data.shape[0])
+        out.data = data
         return out
     except DataError as exc:
-        out.error = str(exc)
-        return out
-    except (EOFError, zlib.error, OSError, ValueError) as exc:
-        out.error = f"truncated or corrupt data ({type(exc).__name__}: {exc})"
-    except Exception as exc:
-        out.error = f"cannot read the file ({type(exc).__name__}: {exc})"
+        out.error = str(exc).removeprefix(f"{path}: ")
     try:
-        out.shape, out.affine, out.zooms, out.channels = _geometry(nib.load(str(path)))
-    except Exception:
+        meta = read_header(path)
+        out.shape, out.affine, out.zooms = meta.shape, meta.affine, meta.spacing_mm
+        out.channels = channels_in_file(meta)
+    except DataError:
         out.error += "; the header cannot be read either"
     return out
 
 
-def _read_2d(path: Path, *, mask: bool) -> _File:
+def _read_2d(path: Path, *, mask: bool, encoding: MaskEncoding | None = None) -> _File:
     out = _File(zooms=(1.0, 1.0))
     try:
-        out.data = load_mask2d(path)[0] if mask else load_image2d(path)[0]
+        out.data = load_mask2d(path, encoding)[0] if mask else load_image2d(path)[0]
         out.shape = tuple(out.data.shape[-2:])
         out.channels = 1 if mask else int(out.data.shape[0])
         return out
@@ -220,20 +217,12 @@ def _read_2d(path: Path, *, mask: bool) -> _File:
 
 
 def _label_voxels(data: np.ndarray, where: str, add) -> dict[int, int] | None:
-    if data.dtype.kind == "f":
-        finite = np.isfinite(data)
-        if not finite.all():
-            add("bad_label_values", f"{where} has {int((~finite).sum())} NaN/inf voxels")
-            return None
-        if not np.array_equal(np.rint(data), data):
-            frac = np.unique(data[np.rint(data) != data])[:5]
-            add("bad_label_values", f"{where} has non-integer values, e.g. {frac.tolist()}")
-            return None
-        data = data.astype(np.int64)
-    elif data.dtype.kind == "b":
-        data = data.astype(np.uint8)
-    elif data.dtype.kind not in "iu":
-        add("bad_label_values", f"{where} has data type {data.dtype}; expected integers")
+    """Voxel count of each label value, or None after reporting values the loader refuses (the
+    loader's own conversion, ``as_label_array``) or that no label map should hold (negative)."""
+    try:
+        data = as_label_array(data, where)
+    except DataError as exc:
+        add("bad_label_values", str(exc))
         return None
     if data.size == 0:
         return {}
@@ -273,7 +262,7 @@ def _check_case(case: Case, dataset: Dataset, require_labels: bool) -> tuple[lis
             add("unreadable", f"{_rel(p, root)}: expected a NIfTI file like the case's other channels", p)
             complete = False
             continue
-        f = _read_nifti(p) if dims == 3 else _read_2d(p, mask=False)
+        f = _read_nifti(p, label=False) if dims == 3 else _read_2d(p, mask=False)
         if f.error:
             add("unreadable", f"{_rel(p, root)}: {f.error}", p)
         if f.shape is None:
@@ -324,8 +313,11 @@ def _check_case(case: Case, dataset: Dataset, require_labels: bool) -> tuple[lis
         return problems, info
     info.label_path = str(label)
     where = _rel(label, root)
-    f = _read_nifti(label) if spatial_dims_of(label) == 3 else _read_2d(label, mask=True)
-    if f.error:
+    if spatial_dims_of(label) == 3:
+        f = _read_nifti(label, label=True)
+    else:
+        f = _read_2d(label, mask=True, encoding=mask_encoding_for(dataset, label))
+    if f.error and f.channels == 1:  # several volumes: said below in words about labels
         add("unreadable", f"{where}: {f.error}", label)
     if f.shape is None:
         return problems, info
@@ -350,8 +342,7 @@ def _check_case(case: Case, dataset: Dataset, require_labels: bool) -> tuple[lis
             label,
         )
     if f.data is not None:
-        data = f.data[..., 0] if f.data.ndim == 4 else f.data
-        info.label_voxels = _label_voxels(data, where, lambda k, m: add(k, m, label))
+        info.label_voxels = _label_voxels(f.data, where, lambda k, m: add(k, m, label))
     return problems, info
 
 
@@ -366,10 +357,56 @@ def _inferred_values(infos: list[CaseInfo]) -> list[int] | None:
     return sorted(v for v, n in counts.items() if n >= need)
 
 
+def _mask_encoding_problems(dataset: Dataset) -> tuple[list[Problem], list[str]]:
+    """One ``mask_encoding`` problem per 2D mask file that does not fit the dataset's encoding, and
+    the dataset's note (values rounded or thresholded), from ``mask_set_encoding``."""
+    masks = mask_set_encoding(dataset)
+    if masks is None:
+        return [], []
+    root = Path(dataset.root)
+    case_of = {str(c.label): c.case_id for c in dataset.cases if c.label is not None}
+    problems = [
+        Problem(case_of.get(name), name, "mask_encoding", f"{_rel(name, root)}: {why}")
+        for name, why in masks.file_problems().items()
+    ]
+    note = masks.note()
+    return problems, [note] if note else []
+
+
+def _label_set_problems(dataset: Dataset, infos: list[CaseInfo]) -> list[Problem]:
+    """A declared foreground label in no label map (``absent_label``), or no foreground at all."""
+    read = [i.label_voxels for i in infos if i.label_voxels is not None]
+    if not read:
+        return []
+    seen = {v for voxels in read for v, n in voxels.items() if n}
+    where = str(dataset.root)
+    if seen <= {0}:
+        return [
+            Problem(
+                None,
+                where,
+                "no_foreground",
+                f"every label map ({len(read)} read) is background only (value 0): nothing to segment",
+            )
+        ]
+    names = {v: k for k, v in dataset.labels.items()}
+    return [
+        Problem(
+            None,
+            where,
+            "absent_label",
+            f"declared label {names[v]} = {v} occurs in none of the {len(read)} label maps read",
+        )
+        for v in sorted(names)
+        if v != 0 and v not in seen
+    ]
+
+
 def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int = 1) -> CheckReport:
     """Check every case of ``dataset``; return a report (never raises for a bad case)."""
     start = time.perf_counter()
     root = Path(dataset.root)
+    mask_problems, notes = _mask_encoding_problems(dataset)  # before the threads: decided once
     results: list[tuple[list[Problem], CaseInfo]]
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -431,6 +468,8 @@ def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int
                 )
             problems.append(Problem(i.case_id, i.label_path, "undeclared_labels", msg))
 
+    problems.extend(mask_problems)
+    problems.extend(_label_set_problems(dataset, infos))
     if not dataset.cases:
         problems.append(Problem(None, str(root), "no_cases", "no cases found"))
     problems.sort(key=lambda p: (p.case_id is not None, p.case_id or "", p.kind))
@@ -453,6 +492,7 @@ def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int
         label_case_counts=dict(case_counts),
         shape_range=shape_range,
         spacings_mm=spacings,
+        notes=notes,
     )
 
 

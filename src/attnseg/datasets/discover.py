@@ -36,6 +36,7 @@ import numpy as np
 
 from attnseg.datasets.base import Case, Dataset, Problem, data_files, spatial_dims_of, split_suffix
 from attnseg.datasets.brats import PRESETS, case_folders, discover_brats, discover_folder, naming_of
+from attnseg.datasets.masks2d import mask_encoding_for
 from attnseg.datasets.msd import discover_msd, read_dataset_json
 from attnseg.datasets.nnunet import discover_nnunet
 from attnseg.datasets.paired import discover_paired, find_pair_dirs
@@ -181,6 +182,39 @@ def _report_repeated_ids(dataset: Dataset) -> None:
             )
 
 
+def _report_shared_files(dataset: Dataset) -> None:
+    """Record a ``duplicate_file`` problem for every file that a case uses under its own name while
+    an earlier case (with another id) uses the very same file: two symlinks or hard links to one
+    scan. Both cases stay, each named as listed; ``attnseg check`` fails, since the same data under
+    two names can sit in training and validation at once.
+    """
+    owners: dict[tuple[int, int], tuple[Case, Path]] = {}
+    for case in dataset.cases:
+        for path in (*case.images, *([case.label] if case.label is not None else [])):
+            try:
+                st = path.stat()  # follows links; (device, inode) also matches hard links
+            except OSError:
+                continue  # missing: check reports it
+            owner, owner_path = owners.setdefault((st.st_dev, st.st_ino), (case, path))
+            if owner.case_id != case.case_id:  # the same id twice is reported as duplicate_case
+                dataset.problems.append(
+                    Problem(
+                        case.case_id,
+                        str(path),
+                        "duplicate_file",
+                        f"{_shown(path, dataset.root)} is the same file as {_shown(owner_path, dataset.root)} "
+                        f"of case {owner.case_id} (links to one file): the same data under two case names",
+                    )
+                )
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).absolute().relative_to(Path(root).absolute()))
+    except ValueError:
+        return str(path)
+
+
 def discover(root: str | os.PathLike, layout: str = "auto", **options: Any) -> Dataset:
     """Discover the cases under ``root`` (see the module docstring for layouts and options)."""
     root = Path(root).expanduser()
@@ -219,6 +253,7 @@ def discover(root: str | os.PathLike, layout: str = "auto", **options: Any) -> D
         )
     dataset = function(root, **options)
     _report_repeated_ids(dataset)
+    _report_shared_files(dataset)
     if channel_names is not None and "channel_names" not in accepted:
         if len(channel_names) != len(dataset.channel_names):
             raise ConfigError(
@@ -288,7 +323,7 @@ def load_case(case: Case, dataset: Dataset) -> tuple[np.ndarray, np.ndarray | No
                 f"case {case.case_id}: label {case.label} and image {meta.path} have different affines"
             )
     else:
-        label, _ = load_mask2d(case.label)
+        label, _ = load_mask2d(case.label, mask_encoding_for(dataset, case.label))
         if label.shape != meta.shape:
             raise DataError(
                 f"case {case.case_id}: mask {case.label} has shape {label.shape}, image has {meta.shape}"

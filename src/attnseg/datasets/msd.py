@@ -10,10 +10,11 @@ image is absent and such channel files exist, they are used.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from attnseg.datasets.base import Case, Dataset, Problem, data_files, natural_key, split_suffix
+from attnseg.datasets.base import Case, Dataset, Problem, channel_files, data_files, on_disk, split_suffix
 from attnseg.errors import DataError
 
 
@@ -60,28 +61,39 @@ def msd_labels(table: Any, where: str) -> dict[str, int]:
     return out
 
 
-def _resolve(root: Path, rel: str) -> Path:
-    return (root / rel).resolve() if not Path(rel).is_absolute() else Path(rel)
+def _listed_path(root: Path, rel: str) -> Path:
+    """The path an entry lists, made absolute but not resolved: a symlink keeps its own name (the
+    case id), however its target is called. A suffix in another letter case on disk is found."""
+    return on_disk(Path(rel) if Path(rel).is_absolute() else (root / rel).absolute())
+
+
+def _entry_key(path: Path) -> tuple[str, str]:
+    """A directory entry: its folder (links followed, so two spellings of a folder agree) and its
+    own name (not followed)."""
+    return os.path.realpath(path.parent), path.name
 
 
 def _channel_files(image: Path) -> list[Path]:
     """nnU-Net v1: ``x.nii.gz`` listed, ``x_0000.nii.gz``, ``x_0001.nii.gz`` on disk."""
     stem, suffix = split_suffix(image.name)
-    if not suffix or not image.parent.is_dir():
+    if not suffix:
         return []
-    found = [p for p in image.parent.glob(f"{stem}_[0-9][0-9][0-9][0-9]{suffix}")]
-    return sorted(found, key=lambda p: natural_key(p.name))
+    return channel_files(image.parent, stem, suffix)
 
 
 def _unlisted_files(cases: list[Case], where: str, split: str) -> list[Problem]:
     """Image/label files in the folders the list points to (``imagesTr/``, ``labelsTr/``) that no
     entry names: dataset.json disagrees with the folder. They are reported, never used."""
-    used = {p.resolve() for c in cases for p in (*c.images, *([c.label] if c.label else []))}
-    folders = sorted({p.parent for p in used if p.parent.is_dir()})
+    listed = [p for c in cases for p in (*c.images, *([c.label] if c.label else []))]
+    used = {_entry_key(p) for p in listed}
+    folders: dict[str, Path] = {}
+    for p in listed:
+        if p.parent.is_dir():
+            folders.setdefault(os.path.realpath(p.parent), p.parent)
     problems = []
-    for folder in folders:
+    for folder in sorted(folders.values()):
         for path in data_files(folder):
-            if path.resolve() not in used:
+            if _entry_key(path) not in used:
                 problems.append(
                     Problem(
                         None,
@@ -113,18 +125,18 @@ def discover_msd(root: Path, *, split: str = "training") -> Dataset:
             entry = {"image": entry}
         if not isinstance(entry, dict) or "image" not in entry:
             raise DataError(f"{where}: {split}[{i}] must have an 'image' path, got {entry!r}")
-        image = _resolve(root, entry["image"])
-        case_id = split_suffix(image.name)[0]
-        if case_id in seen:
+        image = _listed_path(root, entry["image"])
+        case_id = split_suffix(image.name)[0]  # the listed name, never a link target's
+        if os.path.normpath(image) in seen:  # the same entry twice is one case; other repeated
             problems.append(Problem(case_id, str(image), "duplicate_case", f"listed twice in {where}"))
-            continue
-        seen.add(case_id)
+            continue  # ids stay cases, and discover() reports them
+        seen.add(os.path.normpath(image))
         images = [image]
         if not image.exists():
             per_channel = _channel_files(image)
             if per_channel:
                 images = per_channel
-        label = _resolve(root, entry["label"]) if entry.get("label") else None
+        label = _listed_path(root, entry["label"]) if entry.get("label") else None
         cases.append(Case(case_id, images, label, {}))
     problems.extend(_unlisted_files(cases, where, split))
     declared = data.get("numTraining") if split == "training" else data.get("numTest")

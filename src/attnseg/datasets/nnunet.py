@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from attnseg.datasets.base import Case, Dataset, Problem, natural_key
+from attnseg.datasets.base import Case, Dataset, Problem, natural_key, on_disk
 from attnseg.datasets.msd import _indexed_names, read_dataset_json
 from attnseg.errors import DataError
 
@@ -49,6 +49,18 @@ def nnunet_labels(table, where: str) -> tuple[dict[str, int], dict[str, list[int
     return labels, (regions or None)
 
 
+def _files_with_ending(folder: Path, ending: str) -> dict[str, Path]:
+    """Case id -> file ``<case id><ending>`` in ``folder`` (the ending in any letter case)."""
+    if not folder.is_dir():
+        return {}
+    n = len(ending)
+    return {
+        p.name[:-n]: p
+        for p in sorted(folder.iterdir())
+        if len(p.name) > n and p.name.lower().endswith(ending.lower()) and not p.name.startswith(".")
+    }
+
+
 def discover_nnunet(root: Path) -> Dataset:
     data = read_dataset_json(root)
     where = str(root / "dataset.json")
@@ -61,21 +73,24 @@ def discover_nnunet(root: Path) -> Dataset:
     explicit = data.get("dataset")
     if isinstance(explicit, dict):
         for case_id, entry in sorted(explicit.items(), key=lambda kv: natural_key(kv[0])):
-            images = [(root / p).resolve() for p in entry.get("images", [])]
-            label = (root / entry["label"]).resolve() if entry.get("label") else None
+            # listed paths as listed (absolute, links not followed): names come from the listing
+            images = [on_disk((root / p).absolute()) for p in entry.get("images", [])]
+            label = on_disk((root / entry["label"]).absolute()) if entry.get("label") else None
             cases.append(Case(str(case_id), images, label, {}))
     else:
         images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
         if not images_dir.is_dir():
             raise DataError(f"{root}: nnU-Net layout needs an imagesTr folder")
-        pattern = re.compile(rf"^(?P<case>.+)_(?P<ch>\d{{4}}){re.escape(ending)}$")
+        # the file ending matches in any letter case (case_0000.NII.GZ), the case id as written
+        pattern = re.compile(rf"^(?P<case>.+)_(?P<ch>[0-9]{{4}})(?i:{re.escape(ending)})$")
+        label_files = _files_with_ending(labels_dir, ending)
         by_case: dict[str, dict[int, Path]] = {}
         for path in images_dir.iterdir():
             if path.name.startswith("."):
                 continue
             m = pattern.match(path.name)
             if not m:
-                if path.is_file() and path.name.endswith(ending):
+                if path.is_file() and path.name.lower().endswith(ending.lower()):
                     problems.append(
                         Problem(
                             None,
@@ -102,17 +117,14 @@ def discover_nnunet(root: Path) -> Dataset:
                     )
                 )
             images = [channels[c] for c in sorted(channels)]
-            label = labels_dir / f"{case_id}{ending}"
-            meta = {} if label.exists() else {"expected_label": str(label)}
-            cases.append(Case(case_id, images, label if label.exists() else None, meta))
-        if labels_dir.is_dir():
-            for path in sorted(labels_dir.iterdir()):
-                if path.name.endswith(ending) and not path.name.startswith("."):
-                    cid = path.name[: -len(ending)]
-                    if cid not in by_case:
-                        problems.append(
-                            Problem(cid, str(path), "missing_image", "label has no image files in imagesTr")
-                        )
+            label = label_files.get(case_id)
+            meta = {} if label is not None else {"expected_label": str(labels_dir / f"{case_id}{ending}")}
+            cases.append(Case(case_id, images, label, meta))
+        for cid, path in sorted(label_files.items()):
+            if cid not in by_case:
+                problems.append(
+                    Problem(cid, str(path), "missing_image", "label has no image files in imagesTr")
+                )
     declared = data.get("numTraining")
     if isinstance(declared, int) and declared != len(cases):
         problems.append(

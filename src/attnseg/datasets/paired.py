@@ -4,8 +4,8 @@ An image ``X.ext`` goes with the label whose name without suffix is ``X`` (any s
 ``X.jpg`` may pair with ``X.png``), or ``X_mask`` / ``X_seg`` / ``X_label``. Images named
 ``X_0000``, ``X_0001``, ... (one file per channel, nnU-Net style) are grouped into case ``X``.
 NIfTI files make a 3D dataset, PNG/JPEG/TIFF a 2D one. Labels are undeclared unless ``labels=``
-is given, except that JPEG masks are binary by construction (thresholded), so they declare
-background 0 and foreground 1.
+is given (also for JPEG masks, which may hold 0/255 or class indices: how their values decode is
+decided from all the masks, ``attnseg.datasets.masks2d``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from attnseg.datasets.base import (
     split_suffix,
 )
 from attnseg.errors import DataError
-from attnseg.io.images2d import LOSSY_SUFFIXES, read_size2d
+from attnseg.io.images2d import read_size2d
 from attnseg.io.nifti import channels_in_file, read_header
 
 IMAGE_DIRS = ("images", "imagesTr", "image", "imgs")
@@ -131,8 +131,6 @@ def discover_paired(
         n = max(len(v) for v in groups.values())
         names = list(channel_names) if channel_names is not None else [f"channel_{i}" for i in range(n)]
     labels: dict[str, int] = {}
-    if label_files and all(p.suffix.lower() in LOSSY_SUFFIXES for p in label_files):
-        labels = {"background": 0, "foreground": 1}
     return Dataset(
         root=root,
         layout="paired",

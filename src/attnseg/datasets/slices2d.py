@@ -36,24 +36,30 @@ def discover_slices2d(
     cases: list[Case] = []
     problems: list[Problem] = []
     for folder in patients:
-        files = data_files(folder)
-        by_stem = {split_suffix(p.name)[0]: p for p in files}
+        by_stem: dict[str, list[Path]] = {}  # x.png next to x.PNG or x.jpg: two files, one stem
+        for path in data_files(folder):
+            by_stem.setdefault(split_suffix(path.name)[0], []).append(path)
         masks = {s for s in by_stem if s.endswith(mask_suffix)}
         images = [s for s in by_stem if s not in masks]
         for stem in sorted(images, key=natural_key):
             m = _SLICE.match(stem)
-            meta = {"group": folder.name, "slice": int(m["n"]) if m else None}
-            mask = by_stem.get(stem + mask_suffix)
-            if mask is None:
-                meta["expected_label"] = str(
-                    folder / (stem + mask_suffix + split_suffix(by_stem[stem].name)[1])
+            candidates = by_stem.get(stem + mask_suffix, [])
+            if len(candidates) > 1:
+                problems.append(
+                    Problem(
+                        stem, str(folder), "ambiguous_file", f"several masks: {[p.name for p in candidates]}"
+                    )
                 )
-            cases.append(Case(stem, [by_stem[stem]], mask, meta))
+            for image in by_stem[stem]:  # one case per image file; discover() reports a repeated id
+                meta = {"group": folder.name, "slice": int(m["n"]) if m else None}
+                if not candidates:
+                    meta["expected_label"] = str(folder / (stem + mask_suffix + split_suffix(image.name)[1]))
+                cases.append(Case(stem, [image], candidates[0] if candidates else None, meta))
         for stem in sorted(masks):
             if stem[: -len(mask_suffix)] not in by_stem:
                 problems.append(
                     Problem(
-                        stem[: -len(mask_suffix)], str(by_stem[stem]), "missing_image", "mask has no image"
+                        stem[: -len(mask_suffix)], str(by_stem[stem][0]), "missing_image", "mask has no image"
                     )
                 )
     if not cases:

@@ -22,8 +22,10 @@ What the model file must tell (``InferenceSettings``), looked up in this order, 
 
 Outputs: ``OUT/<case_id>.nii.gz`` (3D inputs; ``.png`` for 2D image inputs) and, with
 ``save_probabilities``, ``OUT/probabilities/<case_id>.nii.gz`` (float32, channels last on disk).
-A case whose outputs exist is skipped unless ``overwrite``. Nothing is ever written inside the input
-folder.
+A case whose outputs exist is skipped unless ``overwrite``. Outputs are named after the case ids,
+which come from the names the input lists (never a symlink's target); a case found whose label map
+is not on disk at the end is reported as failed, so a run never succeeds with fewer outputs than
+cases. Nothing is ever written inside the input folder (for one input file: its own folder).
 """
 
 from __future__ import annotations
@@ -514,10 +516,12 @@ def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
     case folder (BraTS-named files, or one file per channel), a folder of image files, or one file.
 
     Returns ``(dataset, input_folder)``: labels are dropped (prediction reads images only) and
-    ``input_folder`` is the folder that must not receive outputs.
+    ``input_folder`` is what must not receive outputs: the folder given, or for one file the file
+    itself (a folder next to it may hold the predictions; the file's own folder may not, see
+    ``predict_folder``). Case ids come from the names given, never from a symlink's target.
     """
     from attnseg.datasets import Case, discover
-    from attnseg.datasets.base import data_files, is_data_file, spatial_dims_of, split_suffix
+    from attnseg.datasets.base import channel_files, data_files, is_data_file, spatial_dims_of, split_suffix
 
     path = Path(input_path).expanduser()
     if path.is_file():
@@ -526,11 +530,11 @@ def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
         stem, suffix = split_suffix(path.name)
         m = _CHANNEL_SUFFIX.match(stem)
         if m:  # nnU-Net naming: gather the case's other channels next to it
-            siblings = sorted(path.parent.glob(f"{glob_escape(m['case'])}_[0-9][0-9][0-9][0-9]{suffix}"))
+            siblings = channel_files(path.parent, m["case"], suffix)
             case = Case(m["case"], siblings, None, {})
         else:
             case = Case(stem, [path], None, {})
-        return _files_dataset(path.parent, [case], spatial_dims_of(path)), path.parent
+        return _files_dataset(path.parent, [case], spatial_dims_of(path)), path
     if not path.is_dir():
         raise DataError(
             f"{path}: input not found (expected a dataset folder, a case folder or an image file)"
@@ -568,10 +572,6 @@ def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
     return _files_dataset(path, cases, spatial_dims_of(files[0])), path
 
 
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
 # --- a folder ---------------------------------------------------------------------------------------------
 @dataclass
 class PredictReport:
@@ -586,6 +586,31 @@ class PredictReport:
 def _inside(child: Path, parent: Path) -> bool:
     child, parent = child.resolve(), parent.resolve()
     return child == parent or parent in child.parents
+
+
+def _refused_output(out: Path, input_folder: Path, cases: list) -> str | None:
+    """Why ``out`` may not receive predictions, or None: nothing is written into the input data.
+
+    Refused: ``out`` inside the input folder, and ``out`` inside a folder that holds an input image
+    (by the name given or, for a symlink, where it leads). A single file is its own input folder:
+    ``predict model.pt scan.nii.gz out`` may write ``out/`` next to the scan, never the scan's folder.
+    """
+    if _inside(out, input_folder):
+        return (
+            f"{out}: is inside the input folder {input_folder}; predictions are never written into the "
+            "input data, choose another output folder"
+        )
+    single_file = input_folder.is_file()
+    target = out.resolve()
+    folders: dict[Path, Path] = {}  # folder holding an input image (resolved) -> that image
+    for case in cases:
+        for image in case.images:
+            folders.setdefault(image.parent.resolve(), image)
+            folders.setdefault(image.resolve().parent, image)
+    for folder, image in folders.items():
+        if target == folder or (not single_file and folder in target.parents):
+            return f"{out}: holds input images ({image}); choose another output folder"
+    return None
 
 
 def output_paths(out: Path, case_id: str, spatial_dims: int) -> tuple[Path, Path]:
@@ -618,19 +643,16 @@ def predict_folder(
     out = Path(out).expanduser()
     loaded = load_for_inference(model, device, channels_last=options.channels_last)
     dataset, input_folder = find_cases(input_path, loaded.settings.in_channels)
-    if _inside(out, input_folder):
-        raise DataError(
-            f"{out}: is inside the input folder {input_folder}; predictions are never written into the "
-            "input data, pick another --out"
-        )
-    for case in dataset.cases:
-        for image in case.images:
-            if _inside(out, image.parent):
-                raise DataError(f"{out}: holds input images ({image}); pick another --out")
+    refused = _refused_output(out, input_folder, dataset.cases)
+    if refused:
+        raise DataError(refused)
     cases = dataset.cases
     if case_ids is not None:
         wanted = set(case_ids)
         cases = [c for c in cases if c.case_id in wanted]
+    found = list(cases)
+    settings = loaded.settings
+    binary_output = settings.kind == "labels" and max(settings.values or (0, 1)) <= 1
     _check_channel_names(dataset, loaded.settings, log)
     if log:
         defaults = [k for k, v in loaded.settings.sources.items() if str(v).startswith("default")]
@@ -697,7 +719,9 @@ def predict_folder(
             continue
         out.mkdir(parents=True, exist_ok=True)
         if dataset.spatial_dims == 2 and meta.header is None:
-            save_mask2d(label_path, prediction.labels)
+            # a binary model's masks are written 0/255 (visible in any viewer); a multi-class model's
+            # as class indices, so a case that happens to hold only class 1 is not written as 255
+            save_mask2d(label_path, prediction.labels, binary_as_255=binary_output)
         else:
             save_image(label_path, prediction.labels, meta)
         report.predicted.append(case.case_id)
@@ -705,8 +729,25 @@ def predict_folder(
         if save_probabilities and prediction.probabilities is not None:
             save_image(prob_path, prediction.probabilities, meta, dtype=np.float32)
             report.written.append(prob_path)
+    for case in _unaccounted(found, report, out, dataset.spatial_dims):
+        expected = output_paths(out, case.case_id, dataset.spatial_dims)[0]
+        message = f"{expected} was not written (and no error was raised)"
+        report.failed.append((case.case_id, message))
+        if log:
+            log(f"failed: {case.case_id}: {message}")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _unaccounted(found: list, report: PredictReport, out: Path, spatial_dims: int) -> list:
+    """Cases found that neither failed nor have their label map in ``out``: predict never ends
+    successfully with fewer outputs than cases (one skipped as already predicted has its file)."""
+    failed = {case_id for case_id, _ in report.failed}
+    return [
+        c
+        for c in found
+        if c.case_id not in failed and not output_paths(out, c.case_id, spatial_dims)[0].is_file()
+    ]
 
 
 def _check_writable(out: Path) -> None:

@@ -5,13 +5,12 @@ Conventions:
 - ``load_image2d`` returns ``(C, H, W)`` float32 in the file's pixel order (row = H): grey images
   have one channel, RGB three; an alpha channel is dropped; palette images are expanded to RGB.
   Values are the stored values (0..255 for 8-bit, 0..65535 for 16-bit); normalisation is a later step.
-- ``load_mask2d`` returns ``(H, W)`` uint8 class indices:
-  * JPEG masks are lossy (ringing leaves values near 0 and 255), so they are thresholded:
-    ``value >= 128`` is foreground (1);
-  * lossless masks whose values are only {0, max} (0/255 for 8 bit, 0/65535 for 16 bit) are binary
-    masks and become {0, 1};
-  * any other lossless mask is read as class indices as stored (palette PNGs give the index);
-  * a colour mask whose three channels are equal is read as grey; true colour masks are refused.
+- ``load_mask2d`` returns ``(H, W)`` uint8 class indices. How stored values encode classes (0/1,
+  0/255, 0/65535, class indices, JPEG noise, resized edges) is decided once per dataset from the
+  value histogram of all its masks (``attnseg.io.mask_encoding``, rules in its docstring) and passed
+  as ``encoding=``; a file read alone gets the same rules applied to its own histogram. A colour mask
+  whose three channels are equal is read as grey (a JPEG's channels are averaged); true colour
+  masks are refused. Palette PNGs give the palette index.
 - The meta of a 2D image is an ``ImageMeta`` with a (4, 4) identity affine, spacing (1, 1) in pixel
   units (photos carry no physical spacing) and no header.
 - Writes are atomic and use PNG (lossless) for masks.
@@ -20,18 +19,27 @@ Conventions:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from attnseg.errors import DataError
 from attnseg.io.atomic import atomic_write
+from attnseg.io.mask_encoding import (
+    Histogram,
+    MaskEncoding,
+    MaskSetEncoding,
+    classify,
+    decide_set,
+    decode,
+    value_histogram,
+)
 from attnseg.io.nifti import ImageMeta
 
 PathLike = str | os.PathLike
 IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LOSSY_SUFFIXES = (".jpg", ".jpeg")
-JPEG_MASK_THRESHOLD = 128
 
 
 def is_image2d(path: PathLike) -> bool:
@@ -122,46 +130,97 @@ def load_image2d(path: PathLike) -> tuple[np.ndarray, ImageMeta]:
     return np.ascontiguousarray(np.moveaxis(data, -1, 0), dtype=np.float32), meta
 
 
-def mask_to_indices(data: np.ndarray, *, lossy: bool, where: str = "mask") -> np.ndarray:
-    """Pure mapping of stored mask values to class indices (see the module docstring)."""
+def _grey_mask(data: np.ndarray, *, lossy: bool, where: str) -> np.ndarray:
+    """(H, W) or (H, W, channels) stored values -> (H, W): equal channels are grey; a JPEG's are averaged."""
     if data.ndim == 3:
         if data.shape[-1] in (2, 4):
             data = data[..., :-1]
         if data.shape[-1] == 1 or np.all(data == data[..., :1]):
             data = data[..., 0]
-        elif lossy:  # JPEG chroma noise: average the channels before thresholding
-            data = data.mean(axis=-1)
+        elif lossy:  # JPEG chroma noise: the rounded mean of the channels
+            data = np.rint(data.mean(axis=-1)).astype(np.int64)
         else:
             raise DataError(
                 f"{where}: colour mask with differing channels; expected a grey mask of class indices "
                 "or 0/255 values"
             )
-    if data.dtype.kind == "b":
-        return data.astype(np.uint8)
-    if lossy:
-        return (data >= JPEG_MASK_THRESHOLD).astype(np.uint8)
-    if data.dtype.kind == "f":
-        rounded = np.rint(data)
-        if not np.array_equal(rounded, data):
-            raise DataError(f"{where}: mask has non-integer values")
-        data = rounded.astype(np.int64)
-    values = np.unique(data)
-    top = np.iinfo(data.dtype).max if data.dtype.kind in "iu" else None
-    if top is not None and top > 1 and values.size <= 2 and set(values.tolist()) <= {0, int(top)}:
-        return (data > 0).astype(np.uint8)
-    if values.size and (values.min() < 0 or values.max() > 255):
-        raise DataError(f"{where}: mask values {values.min()}..{values.max()} are not class indices 0..255")
-    return data.astype(np.uint8)
+    return data
 
 
-def load_mask2d(path: PathLike) -> tuple[np.ndarray, ImageMeta]:
-    """Read a 2D mask as ``(H, W)`` uint8 class indices (JPEG thresholded at 128; 0/255 -> 0/1)."""
+def mask_to_indices(
+    data: np.ndarray,
+    *,
+    lossy: bool,
+    where: str = "mask",
+    encoding: MaskEncoding | None = None,
+    palette: bool = False,
+) -> np.ndarray:
+    """Stored mask values -> class indices, by ``encoding`` or else by the rules on this array's histogram."""
+    data = _grey_mask(np.asarray(data), lossy=lossy, where=where)
+    if encoding is None:
+        try:
+            encoding = classify(value_histogram(data, lossy=lossy, palette=palette))
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from exc
+    return decode(data, encoding, where=where)
+
+
+def _is_palette(path: Path) -> bool:
+    if _is_tiff(path):
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.mode == "P"
+    except OSError:
+        return False
+
+
+def _read_mask(path: PathLike) -> tuple[np.ndarray, bool, bool, np.dtype]:
+    """(grey stored values, lossy, palette, on-disk dtype) of a 2D mask file."""
     path = Path(path)
-    data = _read_raw(path, keep_palette=True)
-    mask = mask_to_indices(data, lossy=path.suffix.lower() in LOSSY_SUFFIXES, where=str(path))
-    if mask.ndim != 2:
-        raise DataError(f"{path}: mask has shape {mask.shape}; expected (H, W)")
-    return np.ascontiguousarray(mask), _meta2d(path, mask.shape, data.dtype)
+    raw = _read_raw(path, keep_palette=True)
+    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    data = _grey_mask(raw, lossy=lossy, where=str(path))
+    if data.ndim != 2:
+        raise DataError(f"{path}: mask has shape {data.shape}; expected (H, W)")
+    return data, lossy, _is_palette(path), raw.dtype
+
+
+def read_mask_histogram(path: PathLike) -> Histogram:
+    """The value histogram of a 2D mask file (for ``decide_set``)."""
+    data, lossy, palette, _ = _read_mask(path)
+    try:
+        return value_histogram(data, lossy=lossy, palette=palette)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+
+
+def mask_set_encoding(paths: Iterable[PathLike], declared: Iterable[int] | None = None) -> MaskSetEncoding:
+    """The encoding of a set of 2D mask files (a dataset's, a folder of predictions), keyed by ``str(path)``.
+
+    Unreadable files are left out (``attnseg check`` reports them; loading one raises).
+    """
+    histograms: dict[str, Histogram] = {}
+    for path in paths:
+        try:
+            histograms[str(path)] = read_mask_histogram(path)
+        except DataError:
+            continue
+    return decide_set(histograms, declared)
+
+
+def load_mask2d(path: PathLike, encoding: MaskEncoding | None = None) -> tuple[np.ndarray, ImageMeta]:
+    """Read a 2D mask as ``(H, W)`` uint8 class indices.
+
+    ``encoding``: the dataset's decision for this file (``MaskSetEncoding.encoding_for``); without
+    it the rules are applied to this file's own histogram (see ``attnseg.io.mask_encoding``).
+    """
+    path = Path(path)
+    data, lossy, palette, dtype = _read_mask(path)
+    mask = mask_to_indices(data, lossy=lossy, where=str(path), encoding=encoding, palette=palette)
+    return np.ascontiguousarray(mask), _meta2d(path, mask.shape, dtype)
 
 
 def read_size2d(path: PathLike) -> tuple[tuple[int, int], int]:

@@ -17,6 +17,7 @@ Conventions:
 
 from __future__ import annotations
 
+import gzip
 import os
 import zlib
 from collections.abc import Sequence
@@ -107,30 +108,59 @@ def container_problem(raw: bytes, name: str) -> str | None:
     return None
 
 
+def _image_class(head: bytes):
+    """NIfTI-1 or NIfTI-2, from the magic of the (uncompressed) header."""
+    return nib.Nifti2Image if head[4:8] in _NIFTI2_MAGIC else nib.Nifti1Image
+
+
 def _open(path: PathLike):
+    """The image with its header read (voxels not read). The file is recognised by its content, not
+    its name, so ``.NII.GZ`` or ``.Nii`` read like ``.nii.gz`` and ``.nii`` (nibabel goes by name)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for a foreign or damaged header
-        with open(path, "rb") as handle:
-            problem = container_problem(handle.read(1 << 16), path.name)
-        reason = problem or f"not a readable NIfTI file ({type(exc).__name__}: {exc})"
-        raise DataError(f"{path}: {reason}") from exc
-    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image | nib.Nifti1Pair):
-        raise DataError(f"{path}: expected a NIfTI image, nibabel read it as {type(img).__name__}")
-    return img
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+        problem = container_problem(head, path.name)
+        if problem:
+            raise DataError(f"{path}: {problem}")
+        handle.seek(0)
+        compressed = head[:2] == _GZIP_MAGIC
+        if compressed:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 540)
+        try:
+            return _image_class(head).from_stream(gzip.GzipFile(fileobj=handle) if compressed else handle)
+        except Exception as exc:  # nibabel raises many types for a foreign or damaged header
+            raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
 
 
-def _read(img, path: PathLike) -> np.ndarray:
-    """Decompress and scale the voxel data once; a truncated or corrupt file becomes a DataError."""
+def read_nifti(path: PathLike):
+    """Header and voxels of one NIfTI file: ``(nibabel image, voxels as stored after scaling)``.
+
+    The one reader of NIfTI voxels, for the loaders and ``attnseg check`` alike. The file is read
+    once and a gzip stream is decompressed in full once, so gzip verifies its length and CRC: a
+    truncated or corrupt file is found here, never later. The format is recognised by content, not
+    by the letter case of the name. Every failure is a DataError that names the file and says what
+    is wrong (``container_problem``'s words for a file that is not what its name says).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
+    problem = container_problem(raw, path.name)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
-        return np.asanyarray(img.dataobj)
+        if raw[:2] == _GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+        img = _image_class(raw).from_bytes(raw)
+        return img, np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, OSError, ValueError) as exc:
         raise DataError(
             f"{path}: truncated or corrupt data, cannot read the voxels ({type(exc).__name__}: {exc})"
         ) from exc
+    except Exception as exc:  # nibabel raises many types for a foreign or damaged header
+        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
 
 
 def _spatial_ndim(shape: tuple[int, ...]) -> int:
@@ -218,11 +248,11 @@ def load_image(paths: PathLike | Sequence[PathLike]) -> tuple[np.ndarray, ImageM
     channels: list[np.ndarray] = []
     meta: ImageMeta | None = None
     for path in paths:
-        img = _open(path)
-        data = _to_channels_first(_read(img, path), path)
-        spatial = tuple(int(s) for s in data.shape[1:])
+        img, raw = read_nifti(path)
+        data, file_meta = image_voxels(img, raw, path)
+        spatial = file_meta.shape
         if meta is None:
-            meta = _meta(img, path, spatial)
+            meta = file_meta
         else:
             if spatial != meta.shape:
                 raise DataError(
@@ -243,8 +273,10 @@ def as_label_array(data: np.ndarray, where: str) -> np.ndarray:
     if data.dtype.kind == "b":
         return data.astype(np.uint8)
     if data.dtype.kind == "f":
-        if not np.all(np.isfinite(data)):
-            raise DataError(f"{where}: label map contains NaN or infinite values")
+        finite = np.isfinite(data)
+        if not finite.all():
+            bad = int(finite.size - np.count_nonzero(finite))
+            raise DataError(f"{where}: label map has {bad} NaN/inf voxels")
         rounded = np.rint(data)
         if not np.array_equal(rounded, data):
             bad = np.unique(data[rounded != data])[:5]
@@ -262,16 +294,32 @@ def as_label_array(data: np.ndarray, where: str) -> np.ndarray:
     return data.astype(np.int32, copy=False)
 
 
-def load_label(path: PathLike) -> tuple[np.ndarray, ImageMeta]:
-    """Read a label map: spatial array of integers (uint8 if values fit in 0..255, else int32)."""
-    img = _open(path)
-    data = _read(img, path)
+def image_voxels(img, data: np.ndarray, path: PathLike) -> tuple[np.ndarray, ImageMeta]:
+    """One image file's voxels ``(C, *spatial)`` as stored (not yet float32) and its meta.
+
+    What ``load_image`` requires of every file, for ``attnseg check`` to require the same: 2D, 3D or
+    4D (channels last) voxels of numbers and an affine that places them in the world.
+    """
+    data = _to_channels_first(data, path)
+    if data.dtype.kind not in "biuf":
+        raise DataError(f"{path}: voxels of data type {data.dtype}; expected numbers (one value per voxel)")
+    return data, _meta(img, path, tuple(int(s) for s in data.shape[1:]))
+
+
+def label_voxels(img, data: np.ndarray, path: PathLike) -> tuple[np.ndarray, ImageMeta]:
+    """A label file's spatial voxels as stored and its meta: the shape ``load_label`` requires
+    (a 4D file with one volume counts as 3D); the values are ``as_label_array``'s part."""
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim > 3:
         raise DataError(f"{path}: label map has shape {data.shape}; expected a 2D or 3D array")
-    label = as_label_array(data, str(path))
-    return np.ascontiguousarray(label), _meta(img, path, tuple(int(s) for s in label.shape))
+    return data, _meta(img, path, tuple(int(s) for s in data.shape))
+
+
+def load_label(path: PathLike) -> tuple[np.ndarray, ImageMeta]:
+    """Read a label map: spatial array of integers (uint8 if values fit in 0..255, else int32)."""
+    data, meta = label_voxels(*read_nifti(path), path)
+    return np.ascontiguousarray(as_label_array(data, str(path))), meta
 
 
 # --- writing ----------------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 ``evaluate_case`` takes two label maps (integer arrays, numpy or torch) and returns
 ``{target: {metric: value}}`` where a target is a class (one label value) or a region (a set of label
-values, e.g. BraTS WT = {1, 2, 4}). ``evaluate_folders`` matches two folders of NIfTI label maps by
+values, e.g. BraTS WT = {1, 2, 4}). ``evaluate_folders`` matches two folders of label maps by
 case id, checks that each pair has the same grid, and writes ``metrics_per_case.csv`` and
-``summary.json`` atomically. Conventions: docs/metrics.md.
+``summary.json`` atomically. Label maps are NIfTI or 2D masks (PNG, JPEG, TIFF, BMP); a folder's 2D
+masks are decoded as a dataset's are (``attnseg.io.mask_encoding``: one decision from all their
+value histograms), the predictions with the truth's classes declared. 2D images carry no spacing:
+spacing 1, distances in pixels (``summary["settings"]["distance_unit"]``). Conventions: docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import numpy as np
 
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text
+from attnseg.io.images2d import is_image2d, load_mask2d, mask_set_encoding
+from attnseg.io.mask_encoding import MaskSetEncoding
 from attnseg.io.nifti import is_nifti, load_label, strip_nifti_suffix
 from attnseg.metrics.lesions import lesion_metrics
 from attnseg.metrics.overlap import confusion, overlap_metrics_from_confusion, resolve_spacing
@@ -233,12 +238,26 @@ def empty_target_metrics(ndim: int = 3, **options) -> dict[str, float]:
 LABEL_SUFFIXES = ("_seg", "-seg", "_label", "_labels", "_gt", "_mask")
 
 
+LABEL_DIRS_2D = ("labels", "masks", "label", "mask")  # a paired 2D dataset's label folder
+
+
 def _is_nifti(path: Path) -> bool:
     return path.is_file() and is_nifti(path) and not path.name.startswith(".")
 
 
+def _is_label_file(path: Path) -> bool:
+    """A NIfTI file or a 2D image (PNG, JPEG, TIFF, BMP), not hidden."""
+    return _is_nifti(path) or (path.is_file() and is_image2d(path) and not path.name.startswith("."))
+
+
+def _strip_suffix(name: str) -> str:
+    return (
+        strip_nifti_suffix(name) if is_nifti(name) else (name.rsplit(".", 1)[0] if is_image2d(name) else name)
+    )
+
+
 def _case_id(name: str) -> str:
-    stem = strip_nifti_suffix(name)
+    stem = _strip_suffix(name)
     for suffix in LABEL_SUFFIXES:
         if stem.lower().endswith(suffix) and len(stem) > len(suffix):
             return stem[: -len(suffix)]
@@ -246,25 +265,34 @@ def _case_id(name: str) -> str:
 
 
 def _looks_like_label(name: str) -> bool:
-    stem = strip_nifti_suffix(name).lower()
+    stem = _strip_suffix(name).lower()
     return stem in ("seg", "label", "labels", "gt", "mask") or stem.endswith(LABEL_SUFFIXES)
 
 
 def find_label_files(folder: str | Path, pattern: str | None = None) -> dict[str, Path]:
     """Case id -> label map file in ``folder``.
 
-    Accepted layouts: NIfTI files directly in the folder (case id = file name without ``.nii[.gz]``
-    and without a ``_seg``/``-seg``/``_label``/``_gt``/``_mask`` suffix); an MSD/nnU-Net folder with
-    ``labelsTr/``; or one sub-folder per case (case id = folder name) holding one label map, found by
-    ``pattern`` (a glob on file names, e.g. ``"*OTMultiClass*"``), else the one file whose name ends
-    in ``_seg``/``_label``/..., else the folder's only NIfTI file.
+    Accepted layouts: label maps directly in the folder, NIfTI or 2D (case id = file name without
+    its suffix and without a ``_seg``/``-seg``/``_label``/``_gt``/``_mask`` suffix; where some 2D
+    files have such a suffix, only those are labels); an MSD/nnU-Net folder with ``labelsTr/``; a
+    paired 2D dataset's ``masks/`` or ``labels/``; or one sub-folder per case (case id = folder name)
+    holding one label map, found by ``pattern`` (a glob on file names, e.g. ``"*OTMultiClass*"``),
+    else the one file whose name ends in ``_seg``/``_label``/..., else the folder's only NIfTI file;
+    2D slice folders (``<id>_<n>_mask.tif``) give one case per mask.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    direct = sorted(p for p in folder.iterdir() if _is_nifti(p) and (pattern is None or p.match(pattern)))
-    if not direct and (folder / "labelsTr").is_dir():
-        return find_label_files(folder / "labelsTr", pattern)
+    direct = sorted(
+        p for p in folder.iterdir() if _is_label_file(p) and (pattern is None or p.match(pattern))
+    )
+    flat_2d = [p for p in direct if not is_nifti(p)]
+    if flat_2d and any(_looks_like_label(p.name) for p in flat_2d):  # images next to their masks
+        direct = [p for p in direct if is_nifti(p) or _looks_like_label(p.name)]
+    if not direct:
+        for sub in ("labelsTr", *LABEL_DIRS_2D):
+            if (folder / sub).is_dir():
+                return find_label_files(folder / sub, pattern)
     found: dict[str, Path] = {}
     if direct:
         for path in direct:
@@ -274,6 +302,10 @@ def find_label_files(folder: str | Path, pattern: str | None = None) -> dict[str
             found[cid] = path
         return found
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        masks_2d = sorted(p for p in sub.iterdir() if _is_label_file(p) and not is_nifti(p))
+        masks_2d = [p for p in masks_2d if (p.match(pattern) if pattern else _looks_like_label(p.name))]
+        for path in masks_2d:  # 2D slice folders: one case per mask, named by the file
+            found[_case_id(path.name)] = path
         files = sorted(p for p in sub.iterdir() if _is_nifti(p))
         if pattern is not None:
             chosen = [p for p in files if p.match(pattern)]
@@ -286,8 +318,8 @@ def find_label_files(folder: str | Path, pattern: str | None = None) -> dict[str
             found[sub.name] = chosen[0]
     if not found:
         raise DataError(
-            f"{folder}: no NIfTI label maps found (expected *.nii.gz files, a labelsTr/ folder, or one "
-            f"folder per case holding a *_seg.nii.gz file)"
+            f"{folder}: no label maps found (expected *.nii.gz or 2D mask files, a labelsTr/ or masks/ "
+            f"folder, or one folder per case holding a *_seg.nii.gz file)"
         )
     return found
 
@@ -299,6 +331,7 @@ class EvaluationResult:
     csv_path: Path | None = None
     json_path: Path | None = None
     missing_predictions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. how 2D masks were decoded; distances in pixels
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -353,6 +386,10 @@ def evaluate_folders(
         connectivity=connectivity,
     )
     resolve_targets(classes, regions)  # fail on a bad preset before reading any file
+    declared = _declared_values(classes, regions)
+    truth_masks = _mask_set(truths, declared)  # the whole truth set decides, as for a dataset
+    truth_classes = set(declared or ()) | (set(_classes_of(truth_masks)) if truth_masks else set())
+    pred_masks = _mask_set(preds, sorted(truth_classes) or None)
 
     iterator: Iterable[str] = case_ids
     if progress:
@@ -362,8 +399,8 @@ def evaluate_folders(
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     ndim = 3
     for cid in iterator:
-        pred, pmeta = load_label(preds[cid])
-        truth, tmeta = load_label(truths[cid])
+        pred, pmeta = _read_label(preds[cid], pred_masks)
+        truth, tmeta = _read_label(truths[cid], truth_masks)
         if pred.shape != truth.shape:
             raise DataError(
                 f"case {cid}: prediction {preds[cid]} has shape {pred.shape}, truth {truths[cid]} has {truth.shape}"
@@ -386,15 +423,58 @@ def evaluate_folders(
     else:
         targets = {k: list(v) for k, v in resolve_targets(classes, regions).items()}
 
-    settings = {"pred_dir": str(pred_dir), "truth_dir": str(truth_dir), "targets": targets, **options}
+    two_d = truth_masks is not None or pred_masks is not None
+    settings = {
+        "pred_dir": str(pred_dir),
+        "truth_dir": str(truth_dir),
+        "targets": targets,
+        "distance_unit": "pixel" if two_d else "mm",
+        **options,
+    }
     summary = summarize(per_case, settings=settings, missing_predictions=missing)
-    result = EvaluationResult(per_case=per_case, summary=summary, missing_predictions=missing)
+    notes = _mask_notes(truth_masks, "truth") + _mask_notes(pred_masks, "prediction")
+    if two_d:
+        notes.append(
+            "2D images carry no spacing: spacing 1, so the distances (hd_mm, hd95_mm, assd_mm) are in pixels"
+        )
+    result = EvaluationResult(per_case=per_case, summary=summary, missing_predictions=missing, notes=notes)
     if out_dir is not None:
         result.csv_path = out_dir / "metrics_per_case.csv"
         result.json_path = out_dir / "summary.json"
         atomic_write_text(result.csv_path, per_case_csv(per_case))
         atomic_write_text(result.json_path, json.dumps(summary, indent=2) + "\n")
     return result
+
+
+def _declared_values(classes: ClassesArg, regions: RegionsArg) -> list[int] | None:
+    if classes is None and regions is None:
+        return None
+    values = {v for vals in resolve_targets(classes, regions).values() for v in vals}
+    return sorted(values | {0})
+
+
+def _mask_set(files: Mapping[str, Path], declared: Sequence[int] | None) -> MaskSetEncoding | None:
+    """The encoding of the 2D masks among ``files`` (one decision for the folder), None without any."""
+    masks_2d = [p for p in files.values() if not is_nifti(p)]
+    return mask_set_encoding(masks_2d, declared) if masks_2d else None
+
+
+def _classes_of(masks: MaskSetEncoding) -> list[int]:
+    return sorted({c for e in (masks.encoding, *masks.misfits.values()) for c in e.classes})
+
+
+def _read_label(path: Path, masks: MaskSetEncoding | None):
+    if is_nifti(path) or masks is None:
+        return load_label(path)
+    return load_mask2d(path, masks.encoding_for(str(path)))
+
+
+def _mask_notes(masks: MaskSetEncoding | None, which: str) -> list[str]:
+    if masks is None:
+        return []
+    notes = [f"{which}: {masks.note()}"] if masks.note() else []
+    notes += [f"{which}: {Path(name).name}: {why}" for name, why in masks.file_problems().items()]
+    return notes
 
 
 # --- summary and output -----------------------------------------------------------------------------

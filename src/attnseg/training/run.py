@@ -164,6 +164,26 @@ def derive_settings(
     return dataclasses.replace(config, model=model_cfg, data=data_cfg), derived
 
 
+def check_masks_trainable(dataset, cases: Sequence[TrainingCase]) -> str | None:
+    """Refuse (DataError, one line naming the dataset) masks that decode to background only or whose
+    values look like an encoding accident; return the 2D masks' decoding note to say once, if any."""
+    from attnseg.datasets.masks2d import mask_set_encoding
+
+    masks = mask_set_encoding(dataset) if dataset.spatial_dims == 2 else None
+    if masks is not None and masks.accident:
+        raise DataError(
+            f"{dataset.root}: the masks hold {masks.encoding.describe()}; attnseg check lists the files"
+        )
+    labelled = [c for c in cases if c.label is not None]
+    if labelled and not any(np.any(c.label != 0) for c in labelled):
+        how = f" (masks: {masks.encoding.describe()})" if masks is not None else ""
+        raise DataError(
+            f"{dataset.root}: every training label map decodes to background only{how}; there is "
+            "nothing to learn (attnseg check shows the label values)"
+        )
+    return masks.note() if masks is not None else None
+
+
 def _infer_labels(cases: Sequence[TrainingCase]) -> dict[str, int]:
     values = sorted({int(v) for c in cases if c.label is not None for v in np.unique(c.label)} | {0})
     return {("background" if v == 0 else f"label_{v}"): v for v in values}
@@ -212,6 +232,7 @@ def train(
     classes = sorted(set(labels.values())) if labels else None
     train_cases = load_cases(dataset, split["train"], config, classes)
     val_cases = load_cases(dataset, split["val"], config, classes)
+    mask_note = check_masks_trainable(dataset, train_cases)
     if not labels:
         labels = _infer_labels(train_cases + val_cases)
     target = make_target(config.data.target, labels, dataset.regions)
@@ -223,6 +244,8 @@ def train(
             f"{len(split['val'])} val); channels {', '.join(dataset.channel_names) or derived['in_channels']}"
         )
         log("derived from the data: " + ", ".join(f"{k}={v}" for k, v in derived.items()))
+        if mask_note:
+            log(f"note: {mask_note}")
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(out / "config.yaml", config)
         payload = {"data": str(Path(data_root).resolve()), "fold": config.data.fold, **split}

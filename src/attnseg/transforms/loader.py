@@ -100,6 +100,10 @@ class CaseStore:
             raise ConfigError(f"case(s) {missing[:5]} are not in the dataset at {dataset.root}")
         self.case_ids = ids
         self._settings = repr(sorted(to_dict(self.preprocess).items())) + repr(self.classes)
+        if getattr(dataset, "spatial_dims", None) == 2:  # decide the 2D mask encoding once, before workers
+            from attnseg.datasets.masks2d import mask_set_encoding
+
+            mask_set_encoding(dataset)
 
     def __len__(self) -> int:
         return len(self.case_ids)
