@@ -12,6 +12,7 @@ from pathlib import Path
 
 from attnseg.datasets.base import Case, Dataset, Problem, natural_key, on_disk
 from attnseg.datasets.msd import _indexed_names, read_dataset_json
+from attnseg.datasets.regions import class_order_paint
 from attnseg.errors import DataError
 
 
@@ -66,6 +67,9 @@ def discover_nnunet(root: Path) -> Dataset:
     where = str(root / "dataset.json")
     channel_names = _indexed_names(data.get("channel_names"), f"{where}: 'channel_names'")
     labels, regions = nnunet_labels(data.get("labels"), where)
+    paint = None
+    if regions and data.get("regions_class_order") is not None:
+        paint = class_order_paint(regions, list(data["labels"]), data["regions_class_order"], where)
     ending = str(data.get("file_ending", ".nii.gz"))
     n_ch = len(channel_names)
     cases: list[Case] = []
@@ -141,6 +145,12 @@ def discover_nnunet(root: Path) -> Dataset:
         labels=labels,
         regions=regions,
         spatial_dims=spatial_dims,
-        info={"labels_declared": True, "file_ending": ending, "name": data.get("name")},
+        info={
+            "labels_declared": True,
+            "file_ending": ending,
+            "name": data.get("name"),
+            # nnU-Net's regions_class_order as (region, value) pairs in painting order
+            **({"region_paint_order": [list(p) for p in paint]} if paint else {}),
+        },
         problems=problems,
     )

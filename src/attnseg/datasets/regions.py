@@ -142,18 +142,48 @@ def paint_order(
     return order
 
 
+def class_order_paint(
+    regions: Mapping[str, Sequence[int]],
+    names_in_file_order: Sequence[str],
+    class_order: Sequence[int],
+    where: str,
+) -> list[tuple[str, int]]:
+    """nnU-Net v2's ``regions_class_order`` -> (region, label value) pairs in painting order.
+
+    nnU-Net paints region ``i`` (the ``i``-th non-background entry of dataset.json's ``labels``, in
+    file order) with ``regions_class_order[i]``, in that order, later regions over earlier ones.
+    ``names_in_file_order`` are those entries' names; each value must be one of its region's labels.
+    """
+    names = [n for n in names_in_file_order if n in regions]
+    order = [int(v) for v in class_order]
+    if len(order) != len(names):
+        raise DataError(
+            f"{where}: regions_class_order {order} has {len(order)} value(s) for {len(names)} region(s) {names}"
+        )
+    for name, value in zip(names, order):
+        if value not in regions[name]:
+            raise DataError(
+                f"{where}: regions_class_order paints region {name!r} with {value}, which is not one of "
+                f"its labels {list(regions[name])}"
+            )
+    return list(zip(names, order))
+
+
 def regions_to_labels(
     region_maps: np.ndarray,
     regions: Mapping[str, Sequence[int]],
     *,
     threshold: float = 0.5,
     fill: Mapping[str, int] | None = None,
+    order: Sequence[tuple[str, int]] | None = None,
 ) -> np.ndarray:
     """``(R, *spatial)`` region masks or probabilities -> label map ``(*spatial)`` uint8.
 
     Channels follow ``regions``' order. Float input is thresholded (``> threshold``); boolean or
-    integer input is used as a mask. Regions are painted largest first, so a voxel gets the label of
-    the smallest region that claims it (an ET voxel outside TC still becomes ET).
+    integer input is used as a mask. ``order``: explicit (region, value) painting order, later over
+    earlier (a dataset's nnU-Net ``regions_class_order``, see ``class_order_paint``). Without it,
+    attnseg's rule: regions are painted largest first, each with its own lowest label, so a voxel gets
+    the label of the smallest region that claims it (an ET voxel outside TC still becomes ET).
     """
     regions = _check_regions(regions)
     maps = np.asarray(region_maps)
@@ -165,7 +195,11 @@ def regions_to_labels(
     index = {name: r for r, name in enumerate(regions)}
     values = [v for vals in regions.values() for v in vals]
     out = np.zeros(maps.shape[1:], dtype=np.uint8 if max(values) <= 255 else np.int32)
-    for name, value in paint_order(regions, fill):
+    if order is not None:
+        unknown = [name for name, _ in order if name not in index]
+        if unknown:
+            raise DataError(f"painting order names regions {unknown} that are not among {list(regions)}")
+    for name, value in order if order is not None else paint_order(regions, fill):
         out[masks[index[name]]] = value
     return out
 

@@ -78,12 +78,16 @@ def regions_from_logits(logits: torch.Tensor | np.ndarray, threshold: float = 0.
 
 
 def regions_to_label_map(
-    masks: np.ndarray, regions: Mapping[str, Sequence[int]], fill: Mapping[str, int] | None = None
+    masks: np.ndarray,
+    regions: Mapping[str, Sequence[int]],
+    fill: Mapping[str, int] | None = None,
+    order: Sequence[tuple[str, int]] | None = None,
 ) -> np.ndarray:
-    """``(R, *spatial)`` masks (channels in ``regions``' order) -> label map, smallest region wins."""
+    """``(R, *spatial)`` masks (channels in ``regions``' order) -> label map: painted in ``order``
+    (region, value) when given, else smallest region wins (``regions_to_labels``)."""
     from attnseg.datasets.regions import regions_to_labels
 
-    return regions_to_labels(np.asarray(masks, dtype=bool), regions, fill=fill)
+    return regions_to_labels(np.asarray(masks, dtype=bool), regions, fill=fill, order=order)
 
 
 # --- connected components ---------------------------------------------------------------------------

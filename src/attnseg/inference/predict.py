@@ -35,7 +35,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,9 @@ class InferenceSettings:
     values: tuple[int, ...] = ()  # label value of each class channel (kind "labels")
     names: tuple[str, ...] = ()  # class names (labels) or region names (regions)
     regions: dict[str, list[int]] | None = None
+    # regions: (region, value) painting order, later over earlier (a dataset's nnU-Net
+    # regions_class_order, recorded by training); None = largest region first, each its lowest label
+    paint_order: tuple[tuple[str, int], ...] | None = None
     channel_names: list[str] | None = None
     # the spatial axes the model saw mirrored in training (``augment.flip_axes`` when ``p_flip > 0``);
     # ``tta=True`` mirrors only these. None: not recorded (then ``tta=True`` means all 2**D flips)
@@ -236,6 +239,11 @@ def read_settings(
         settings.kind = "regions"
         settings.names = tuple(names)
         settings.regions = dict(zip(names, region_values))
+        if target.get("paint_order"):
+            settings.paint_order = tuple((str(n), int(v)) for n, v in target["paint_order"])
+            unknown = [n for n, _ in settings.paint_order if n not in settings.regions]
+            if unknown:
+                raise ModelFileError(f"{where}: paint_order names regions {unknown} the target does not have")
         settings.values = tuple(int(v) for v in target.get("values", []))
     elif target.get("kind", "labels") == "labels":
         values = tuple(int(v) for v in target.get("values", []))
@@ -250,6 +258,32 @@ def read_settings(
     if merged.get("channel_names"):
         settings.channel_names = [str(n) for n in merged["channel_names"]]
     return settings
+
+
+def _dataset_paint_order(dataset, settings: InferenceSettings, log) -> tuple[tuple[str, int], ...] | None:
+    """The input dataset's painting order (nnU-Net ``regions_class_order``) for a region model whose
+    file records none (trained before attnseg recorded it), when both name the same regions with the
+    same labels; the choice is said once. None: keep the model's own rule."""
+    declared = dataset.info.get("region_paint_order")
+    if settings.kind != "regions" or settings.paint_order is not None or not declared:
+        return None
+    order = tuple((str(n), int(v)) for n, v in declared)
+    ours = {n: sorted(v) for n, v in (settings.regions or {}).items()}
+    theirs = {n: sorted(v) for n, v in (dataset.regions or {}).items()}
+    if ours == theirs:
+        if log:
+            log(
+                "note: the model file records no painting order for its regions; painting them as "
+                f"{dataset.root}/dataset.json's regions_class_order says: "
+                + ", ".join(f"{n} -> {v}" for n, v in order)
+            )
+        return order
+    if log:
+        log(
+            f"note: {dataset.root}/dataset.json declares regions_class_order, but its regions differ from "
+            "the model's; regions are painted by attnseg's rule (largest first, each with its own lowest label)"
+        )
+    return None
 
 
 # --- the model ------------------------------------------------------------------------------------------
@@ -461,7 +495,7 @@ def predict_case(
                 min_voxels=options.min_component_vox,
                 channels_first=True,
             )
-        part = regions_to_label_map(masks, s.regions or {})
+        part = regions_to_label_map(masks, s.regions or {}, order=s.paint_order)
     else:
         part = labels_from_logits(logits, s.values)
     labels = np.full(spatial, s.values[0] if s.kind == "labels" else 0, dtype=part.dtype)
@@ -654,6 +688,9 @@ def predict_folder(
     settings = loaded.settings
     binary_output = settings.kind == "labels" and max(settings.values or (0, 1)) <= 1
     _check_channel_names(dataset, loaded.settings, log)
+    order = _dataset_paint_order(dataset, loaded.settings, log)
+    if order is not None:
+        loaded = replace(loaded, settings=replace(loaded.settings, paint_order=order))
     if log:
         defaults = [k for k, v in loaded.settings.sources.items() if str(v).startswith("default")]
         if defaults:

@@ -90,6 +90,9 @@ class Target:
     values: tuple[int, ...]
     names: tuple[str, ...]
     regions: tuple[tuple[int, ...], ...] = ()
+    # regions only: (region, value) pairs in painting order, from a dataset that declares one (nnU-Net's
+    # regions_class_order); empty = attnseg's rule (largest region first, each with its own lowest label)
+    paint_order: tuple[tuple[str, int], ...] = ()
 
     @property
     def out_channels(self) -> int:
@@ -132,6 +135,7 @@ class Target:
             "values": list(self.values),
             "names": list(self.names),
             "regions": [list(r) for r in self.regions],
+            **({"paint_order": [[n, v] for n, v in self.paint_order]} if self.paint_order else {}),
         }
 
     @classmethod
@@ -141,11 +145,18 @@ class Target:
             tuple(int(v) for v in d["values"]),
             tuple(str(n) for n in d["names"]),
             tuple(tuple(int(v) for v in r) for r in d.get("regions", [])),
+            tuple((str(n), int(v)) for n, v in d.get("paint_order", [])),
         )
 
 
-def make_target(kind: str, labels: dict[str, int], regions: dict[str, list[int]] | None) -> Target:
-    """``kind`` in auto/labels/regions; ``labels`` name -> value (background included)."""
+def make_target(
+    kind: str,
+    labels: dict[str, int],
+    regions: dict[str, list[int]] | None,
+    paint_order: Sequence[Sequence] | None = None,
+) -> Target:
+    """``kind`` in auto/labels/regions; ``labels`` name -> value (background included);
+    ``paint_order``: the dataset's (region, value) painting order for region targets, if it has one."""
     if kind not in ("auto", "labels", "regions"):
         raise ConfigError(f"data.target={kind!r}; pass auto, labels or regions")
     if kind == "auto":
@@ -160,7 +171,8 @@ def make_target(kind: str, labels: dict[str, int], regions: dict[str, list[int]]
     if kind == "regions":
         if not regions:
             raise ConfigError("data.target=regions but the dataset declares no regions")
-        return Target("regions", values, tuple(regions), tuple(tuple(r) for r in regions.values()))
+        paint = tuple((str(n), int(v)) for n, v in paint_order or ())
+        return Target("regions", values, tuple(regions), tuple(tuple(r) for r in regions.values()), paint)
     if len(values) < 2:
         raise ConfigError(f"only one label declared ({labels}); segmentation needs background and a class")
     return Target("labels", values, names)

@@ -235,7 +235,7 @@ def train(
     mask_note = check_masks_trainable(dataset, train_cases)
     if not labels:
         labels = _infer_labels(train_cases + val_cases)
-    target = make_target(config.data.target, labels, dataset.regions)
+    target = make_target(config.data.target, labels, dataset.regions, dataset.info.get("region_paint_order"))
     config, derived = derive_settings(config, dataset, target, train_cases, device_type)
 
     if dist.is_main:
