@@ -110,15 +110,30 @@ def test_reorientation_moves_both_transforms_with_the_grid(tmp_path, kind):
         assert int(new[code]) == int(src[code])
 
 
-def test_a_source_with_no_transform_gets_scanner_coordinates(tmp_path):
+def test_a_source_with_no_transform_is_written_without_one(tmp_path):
+    """Codes 0/0: each reader places the file by its own pixdim-only fallback (ITK: origin 0 and
+    identity directions; nibabel: a centred, x-flipped grid). Writing one of those placements as a
+    transform would move the prediction in the other reader, so the output keeps codes 0/0."""
     img = nib.Nifti1Image(source_data(1), None)
     img.header.set_qform(None, code=0)
     img.header.set_sform(None, code=0)
+    img.header.set_zooms((1.2, 0.9, 2.0))
     nib.save(img, str(tmp_path / "in.nii"))
     _, meta = load_image(tmp_path / "in.nii")
-    out = nib.load(str(save_image(tmp_path / "out.nii.gz", np.zeros(SHAPE, np.uint8), meta))).header
+    written = save_image(tmp_path / "out.nii.gz", np.zeros(SHAPE, np.uint8), meta)
+    out = nib.load(str(written))
+    assert (int(out.header["qform_code"]), int(out.header["sform_code"])) == (0, 0)
+    np.testing.assert_allclose(out.affine, meta.affine, atol=1e-6)
+    for a, b in zip(sitk_geometry(tmp_path / "in.nii"), sitk_geometry(written)):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+
+
+def test_without_a_source_the_affine_goes_into_both_forms(tmp_path):
+    written = save_image(tmp_path / "out.nii.gz", np.zeros(SHAPE, np.uint8), affine=SFORM)
+    out = nib.load(str(written)).header
     assert (int(out["qform_code"]), int(out["sform_code"])) == (1, 1)
-    np.testing.assert_allclose(out.get_sform(), meta.affine, atol=1e-6)
+    np.testing.assert_allclose(out.get_sform(), SFORM, atol=1e-6)
+    np.testing.assert_allclose(out.get_qform(), SFORM, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["both-different", "qform-only", "sform-only"])

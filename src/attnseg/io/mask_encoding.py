@@ -42,8 +42,8 @@ Rules (``classify``), in order, on a histogram (stored value -> pixels):
 
 A declared label v keeps its value: levels {0, v} with v declared are read as v, not 1.
 
-Mixed datasets (``decide_set``): every file is first classified alone. Files whose most frequent
-non-zero value is >= 128 form one group per such value (0/255-style masks meant for viewing);
+Mixed datasets (``decide_set``): every file is first classified alone. Files whose own top level
+is >= 128 form one group per such level (0/255-style masks meant for viewing);
 all other files form the class-index group; files that alone are ``accident`` belong to no group.
 The largest group's pooled histogram sets the dataset's encoding; every non-empty file outside it
 is a *misfit*: ``attnseg check`` names it, and it is decoded by its own rule.
@@ -349,7 +349,14 @@ class MaskSetEncoding:
     def note(self) -> str | None:
         """A one-line note when the dataset's values are rounded or thresholded (said once)."""
         if self.encoding.kind in ("smoothed", "lossy"):
-            return f"{len(self.follows)} of {len(self.files)} masks are {self.encoding.describe()}"
+            note = f"{len(self.follows)} of {len(self.files)} masks are {self.encoding.describe()}"
+            if self.encoding.kind == "lossy" and len([o for o in set(self.encoding.outputs) if o]) > 1:
+                # JPEG blurs every edge: where class 2 meets class 0 the edge passes through 1
+                note += (
+                    "; WARNING: JPEG compression blurs the edges between classes, so class boundaries "
+                    "(and thin structures) are approximate: keep class-index masks as PNG"
+                )
+            return note
         return None
 
     def file_problems(self) -> dict[str, str]:
@@ -373,10 +380,12 @@ class MaskSetEncoding:
 
 
 def _group_key(own: MaskEncoding, hist: Histogram) -> str | None:
+    """By the file's own top level, not its most frequent value: a 0/255 JPEG of a small structure
+    can hold more ringing values near 0 than pixels at 255, and is still a 0/255 mask."""
     if own.kind in ("empty", "accident"):
         return None
-    top = hist.top_nonzero()
-    return f"display {_fmt(top)}" if top is not None and top >= DISPLAY_LEVEL else "indices"
+    top = max(own.levels)
+    return f"display {_fmt(top)}" if top >= DISPLAY_LEVEL else "indices"
 
 
 def decide_set(histograms: Mapping[str, Histogram], declared: Iterable[int] | None = None) -> MaskSetEncoding:

@@ -356,7 +356,10 @@ def _make_header(
     whose qform and sform differ (e.g. scanner vs aligned space) keeps both, each moved with the
     grid: when ``affine`` describes another voxel grid than ``base`` (a reorientation, a resampling),
     the voxel -> voxel map ``M = inv(best(base)) @ affine`` is applied to each, ``qform @ M`` and
-    ``sform @ M``. A source with neither form set gets ``affine`` in both, code 1 (scanner).
+    ``sform @ M``. A source with neither form set (codes 0/0) is written with neither too, so every
+    reader falls back to the same pixdim-only placement it used for the source (ITK: origin 0,
+    identity directions; nibabel: its centred fallback); on another grid it gets ``affine`` as an
+    aligned sform. Without a source, ``affine`` goes into both forms, code 1 (scanner).
     """
     hdr = base.copy() if isinstance(base, nib.Nifti1Header) else nib.Nifti1Header()
     if dtype is not None:
@@ -376,14 +379,18 @@ def _make_header(
 
 def _carry_transforms(hdr: nib.Nifti1Header, base: nib.Nifti1Header | None, affine: np.ndarray) -> None:
     """Write qform and sform into ``hdr`` so that both place the new grid where ``base``'s placed theirs."""
-    qcode = int(base["qform_code"]) if base is not None else 0
-    scode = int(base["sform_code"]) if base is not None else 0
-    if qcode == 0 and scode == 0:
+    if base is None:
         hdr.set_qform(affine, code=1)  # scanner coordinates: a viewer needs one form to place the image
         hdr.set_sform(affine, code=1)
         return
+    qcode, scode = int(base["qform_code"]), int(base["sform_code"])
     voxel_map = np.linalg.solve(base.get_best_affine(), affine)
-    if np.allclose(voxel_map, np.eye(4), atol=1e-6):
+    same_grid = np.allclose(voxel_map, np.eye(4), atol=1e-6)
+    if qcode == 0 and scode == 0:
+        if not same_grid:  # the fallback placement cannot express a moved grid: say where it is
+            hdr.set_sform(affine, code=2)
+        return
+    if same_grid:
         # Same grid: the copied header already holds both transforms bit for bit, and set_zooms left
         # pixdim as it was (``spacing_mm`` came from it), so the quaternion is untouched.
         return
