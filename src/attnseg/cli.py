@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 
 from attnseg.errors import AttnsegError
@@ -309,13 +310,28 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     )
     _add_set_option(p, "override one setting, e.g. --set optim.lr=3e-4 --set train.epochs=100 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-clock budget for the whole command: width measured for this machine, every labelled "
+        "case trained, learning rate annealed over the budget (see attnseg.training.budget)",
+    )
 
 
 def _train_run(args: argparse.Namespace) -> int:
     """Train an Attention U-Net on a dataset folder (torchrun-ready; --resume continues exactly)."""
     from attnseg.training.run import train
 
-    train(args.data, args.out, config_file=args.config, overrides=args.overrides, resume=args.resume)
+    train(
+        args.data,
+        args.out,
+        config_file=args.config,
+        overrides=args.overrides,
+        resume=args.resume,
+        minutes=args.minutes,
+        started=args.started,
+    )
     return 0
 
 
@@ -521,8 +537,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()  # `attnseg train --minutes` counts its budget from here
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1

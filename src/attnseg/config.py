@@ -175,6 +175,8 @@ class TrainConfig:
     schedule follows the share of the budget spent instead of the iteration count, so a run on a
     slow or busy machine still anneals fully (the data order stays seeded; the step count is not).
     ``channels_last``: channels-last memory layout (faster convolutions on CPUs, bf16 especially).
+    ``budget_minutes``: the wall-clock budget of ``attnseg train --minutes`` (the whole command's;
+    ``time_limit_s`` is what was left of it for training), None for a run without one.
     """
 
     epochs: int = 50
@@ -195,6 +197,7 @@ class TrainConfig:
     schedule_by_time: bool = False
     channels_last: bool = False
     progress: bool = True
+    budget_minutes: float | None = None
 
 
 @dataclass

@@ -228,9 +228,15 @@ def fit(
         + (f"; stops after {tc.time_limit_s / 60:.1f} min of training" if tc.time_limit_s is not None else "")
     )
     writer = _tensorboard(run_dir) if main else None
-    bar = _progress(total_iters, iteration, enabled=main and tc.progress)
     started = time.perf_counter()
     elapsed_before = float(history[-1].get("elapsed_seconds", 0.0)) if history else 0.0
+    # a time-budgeted run counts seconds of its budget (total and ETA in budget terms), others iterations
+    if by_time:
+        bar = _progress(
+            int(round(tc.time_limit_s)), int(elapsed_before), enabled=main and tc.progress, unit="s"
+        )
+    else:
+        bar = _progress(total_iters, iteration, enabled=main and tc.progress)
 
     def elapsed() -> float:
         """Training seconds over all sessions of this run."""
@@ -361,8 +367,12 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 iteration += 1
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_description(f"epoch {epoch + 1}/{tc.epochs}")
+                    if by_time:
+                        bar.update(max(0, min(bar.total, int(elapsed())) - bar.n))
+                        bar.set_description(f"epoch {epoch + 1}, iteration {iteration}")
+                    else:
+                        bar.update(1)
+                        bar.set_description(f"epoch {epoch + 1}/{tc.epochs}")
                     if losses:
                         bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}", refresh=False)
                 if tc.time_limit_s is not None:
@@ -540,13 +550,13 @@ class _nullcontext:
         return False
 
 
-def _progress(total: int, initial: int, enabled: bool):
+def _progress(total: int, initial: int, enabled: bool, unit: str = "it"):
     if not enabled:
         return None
     from attnseg.progress import progress
 
     # off a terminal: one line per epoch (the description names the epoch), not one per redraw
-    return progress(total=total, initial=initial, unit="it", dynamic_ncols=True, file=sys.stderr, leave=False)
+    return progress(total=total, initial=initial, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=False)
 
 
 def _tensorboard(run_dir: Path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from attnseg.config import RunConfig, apply_overrides, from_dict, load_yaml, sav
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text, check_writable
 from attnseg.training import distributed as D
+from attnseg.training.budget import budget_defaults, explicit_keys, plan_for_budget
 from attnseg.training.data import Target, TrainingCase, make_target, preprocess
 from attnseg.training.loop import TrainResult, fit
 from attnseg.training.plan import default_budget_vox, derive_batch_size, derive_patch_size, median_shape
@@ -196,13 +198,21 @@ def train(
     config_file: str | Path | None = None,
     overrides: Sequence[str] = (),
     resume: bool = False,
+    minutes: float | None = None,
+    started: float | None = None,
     stop_after_epochs: int | None = None,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train on the dataset at ``data_root``; write the run folder ``out`` (see the module docstring)."""
+    """Train on the dataset at ``data_root``; write the run folder ``out`` (see the module docstring).
+
+    ``minutes``: a wall-clock budget for the whole command; what the user did not set is chosen for
+    it (``attnseg.training.budget``). A resumed run keeps the budget it was started with.
+    ``started``: ``time.perf_counter()`` when the command began (default: now).
+    """
     from attnseg.datasets import discover
     from attnseg.models.registry import build_model
 
+    started = time.perf_counter() if started is None else started
     out = Path(out)
     check_writable(out)  # a read-only --out fails now, not after loading the data
     last = out / "checkpoints" / "last.pt"
@@ -213,10 +223,21 @@ def train(
             )
         saved = load_yaml(out / "config.yaml")
         config = load_run_config(config_file, overrides, base=_merge(to_dict(RunConfig()), saved))
+        kept = config.train.budget_minutes
+        if minutes is not None and (kept is None or abs(float(kept) - float(minutes)) > 1e-9):
+            raise ConfigError(
+                f"{out}: --minutes {minutes:g} with --resume, but the run was started with "
+                + (f"--minutes {kept:g}" if kept is not None else "no budget")
+                + "; --resume continues a run with its own budget (drop --minutes)"
+            )
     else:
         if last.is_file():
             raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or another --out")
-        config = load_run_config(config_file, overrides)
+        try:
+            base = None if minutes is None else _merge(to_dict(RunConfig()), budget_defaults(minutes))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        config = load_run_config(config_file, overrides, base=base)
 
     device_type = "cuda" if (config.train.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
     dist = D.init_from_env(device_type)
@@ -237,6 +258,16 @@ def train(
         labels = _infer_labels(train_cases + val_cases)
     target = make_target(config.data.target, labels, dataset.regions, dataset.info.get("region_paint_order"))
     config, derived = derive_settings(config, dataset, target, train_cases, device_type)
+    if minutes is not None and not resume:
+        explicit = explicit_keys(load_yaml(config_file) if config_file else None, overrides)
+        say = log if dist.is_main else (lambda _msg: None)
+        try:
+            config, plan = plan_for_budget(
+                config, target, explicit, started, say, measure=dist.world_size == 1
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        derived["budget"] = dataclasses.asdict(plan)
 
     if dist.is_main:
         log(
