@@ -329,3 +329,103 @@ def test_predict_with_onnx_matches_checkpoint(tmp_path):
         if (a == value).any() or (b == value).any():
             assert _dice((a == value).astype(int), (b == value).astype(int)) >= 0.999
     assert np.mean(a == b) >= 0.999
+
+
+# --- the model card travels (issue 14, field case 13) --------------------------------------------------------
+REGION_TARGET = {
+    "kind": "regions",
+    "values": [0, 1, 2, 3],
+    "names": ["whole", "core", "enhancing"],
+    "regions": [[1, 2, 3], [2, 3], [3]],
+    "paint_order": [["whole", 1], ["core", 2], ["enhancing", 3]],
+}
+
+
+@pytest.fixture
+def shipped_model(tmp_path):
+    """A region model written with its training card, copied away from its run folder."""
+    from attnseg.config import RunConfig, to_dict
+    from attnseg.models import save_model, training_card
+
+    torch.manual_seed(3)
+    model = AttentionUNet(3, 1, 3, features=(4, 8)).eval()
+    run = to_dict(RunConfig())
+    run["model"].update(out_channels=3, features=[4, 8])
+    run["data"]["patch_size"] = [16, 16, 8]
+    run["preprocess"] = {
+        "normalization": "zscore",
+        "clip_percentiles": [1.0, 99.0],
+        "target_spacing_mm": None,
+    }
+    run["augment"].update(flip_axes=[0, 1], p_flip=0.5)
+    card = training_card(run, REGION_TARGET, ["T1"])
+    return save_model(tmp_path / "shipped" / "model.pt", model, card)
+
+
+def test_onnx_metadata_is_the_model_files_card(tmp_path, shipped_model):
+    from attnseg.export import export_model_file
+    from attnseg.models import read_model_card
+
+    summary = export_model_file(shipped_model, tmp_path / "m.onnx", exporter="torchscript")
+    assert summary["patch_size"] == [16, 16, 8] and summary["defaulted"] == []
+    pt_card = read_model_card(shipped_model)
+    meta = read_metadata(tmp_path / "m.onnx")
+    written = pt_card.to_dict()
+    for key in ("patch_size", "preprocess", "target", "channel_names", "mirror_axes", "spacing_mm"):
+        assert meta[key] == written[key], key
+    assert meta["target"]["paint_order"] == REGION_TARGET["paint_order"]
+    assert meta["preprocess"] == {
+        "normalization": "zscore",
+        "clip_percentiles": [1.0, 99.0],
+        "target_spacing_mm": None,
+    }
+    assert meta["mirror_axes"] == [0, 1] and meta["channel_names"] == ["T1"]
+    onnx_card = read_model_card(tmp_path / "m.onnx")  # the same reader, from the ONNX file
+    assert onnx_card == pt_card and set(onnx_card.sources.values()) == {"ONNX metadata"}
+
+
+def test_pt_and_onnx_predict_the_same_away_from_the_run_folder(tmp_path, shipped_model):
+    from attnseg.export import export_model_file
+    from attnseg.inference.predict import load_for_inference, predict_case
+
+    export_model_file(shipped_model, tmp_path / "m.onnx", exporter="torchscript")
+    from_pt, from_onnx = load_for_inference(shipped_model), load_for_inference(tmp_path / "m.onnx")
+    for name in (
+        "patch_size",
+        "preprocess",
+        "kind",
+        "values",
+        "names",
+        "regions",
+        "paint_order",
+        "mirror_axes",
+    ):
+        assert getattr(from_pt.settings, name) == getattr(from_onnx.settings, name), name
+    assert from_onnx.settings.paint_order == (("whole", 1), ("core", 2), ("enhancing", 3))
+    image = np.random.default_rng(0).normal(50, 20, size=(1, 21, 19, 11)).astype(np.float32)
+    a = predict_case(from_pt, image, (1.0, 1.0, 1.0)).labels
+    b = predict_case(from_onnx, image, (1.0, 1.0, 1.0)).labels
+    assert a.shape == b.shape == (21, 19, 11)
+    assert len(np.unique(a)) > 1  # the comparison is not between two blank maps
+    assert float((a == b).mean()) >= 0.999
+
+
+def test_a_bare_model_file_exports_its_defaults_as_defaults(tmp_path, capsys):
+    from attnseg.cli import main
+    from attnseg.export import export_model_file
+    from attnseg.models import read_model_card, save_model
+
+    path = save_model(tmp_path / "bare.pt", UNet(2, 1, 2, features=(4, 8)))
+    summary = export_model_file(path, tmp_path / "bare.onnx", exporter="torchscript")
+    assert summary["patch_size"] == [256, 256]  # predict's default patch, not another one
+    assert set(summary["defaulted"]) == {"patch_size", "preprocess", "target"}
+    card = read_model_card(tmp_path / "bare.onnx")
+    assert card == read_model_card(path) and set(card.defaulted) == {"patch_size", "preprocess", "target"}
+    image = np.random.default_rng(0).uniform(0, 255, size=(24, 20)).astype(np.uint8)
+    from PIL import Image
+
+    Image.fromarray(image).save(tmp_path / "img.png")
+    assert (
+        main(["predict", str(tmp_path / "bare.onnx"), str(tmp_path / "img.png"), str(tmp_path / "out")]) == 0
+    )
+    assert "does not say" in capsys.readouterr().err  # the same note as for the .pt file

@@ -7,9 +7,10 @@ exported at a multiple of the stride and the graph gets a ``Pad`` in front (zero
 to the next multiple, computed from the input's shape inside the graph) and a ``Slice`` at the end:
 the same far-end zero padding and crop as ``AttentionUNet.forward``.
 
-What inference needs travels in the file as JSON under the metadata key ``attnseg`` (see
-:func:`attnseg.export.runtime.read_metadata`): model config, target (labels / regions), patch size,
-spacing and normalisation settings, package version, exporter, precision.
+What inference needs travels in the file as JSON under the metadata key ``attnseg``: the model file's
+whole card (:mod:`attnseg.models.card`: target, patch size, preprocessing, spacing, channel names,
+training flips), model config, package versions, exporter, precision. ``attnseg predict`` reads it
+back with the same ``read_model_card`` that reads the ``.pt`` file.
 
 ``fold_depth=True`` replaces every 3x3x3 stride-1 convolution by the same convolution written as a
 2D one: the three depth-neighbour slices are stacked as channels and the depth axis is moved into
@@ -128,32 +129,13 @@ def build_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dic
 
 
 def metadata_from_model_file(path: str | Path) -> dict[str, Any]:
-    """What a training run knows about a model file: its ``target``, and from the run folder's
-    ``config.yaml`` (or else the run configuration inside the file) the patch size, pre-processing
-    settings and the axes mirrored in training."""
-    from attnseg.config import load_yaml, training_mirror_axes
-    from attnseg.models.checkpoint import read_model_file
+    """The model file's card as ONNX metadata entries (``attnseg.models.card.ModelCard.to_dict``:
+    target, patch size, preprocessing, spacing, channel names, training flips), read with the same
+    function predict uses, plus the attnseg version that wrote the model file."""
+    from attnseg.models.card import read_model_card
 
-    path = Path(path)
-    payload = read_model_file(path)
-    extra: dict[str, Any] = {}
-    if isinstance(payload.get("target"), dict):
-        extra["target"] = payload["target"]
-    config_file = path.parent / "config.yaml"
-    run = load_yaml(config_file) if config_file.is_file() else payload.get("run_config")
-    if isinstance(run, dict):
-        mirror_axes = training_mirror_axes(run)
-        if mirror_axes is not None:
-            extra["mirror_axes"] = mirror_axes
-        data = run.get("data") or {}
-        if data.get("patch_size"):
-            extra["patch_size"] = [int(p) for p in data["patch_size"]]
-        if isinstance(run.get("preprocess"), dict):
-            extra["preprocess"] = run["preprocess"]
-            spacing = run["preprocess"].get("target_spacing_mm")
-            if spacing:
-                extra["spacing_mm"] = [float(s) for s in spacing]
-    return extra
+    card = read_model_card(path)
+    return {**card.to_dict(), "model_file_version": card.version}
 
 
 # --- export -------------------------------------------------------------------------------------------
@@ -508,13 +490,15 @@ def export_model_file(
     adds a parity check on real windows (same tolerance as the random one). ``fold``: default on
     for INT8 (3D), off for fp32 (measured faster each way). Returns a summary for printing.
     """
-    from attnseg.models.checkpoint import load_model
+    from attnseg.models.card import read_model_card
+    from attnseg.models.checkpoint import model_from_payload, read_model_file
 
-    model = load_model(model_path).eval()
-    extra = metadata_from_model_file(model_path)
-    spatial_dims = int(model.spatial_dims)
-    patch = tuple(extra.get("patch_size") or (96 if spatial_dims == 3 else 256,) * spatial_dims)
-    extra.setdefault("patch_size", list(patch))
+    payload = read_model_file(model_path)
+    card = read_model_card(payload, path=model_path)
+    model = model_from_payload(payload, model_path).eval()
+    # the whole card travels: `attnseg predict model.onnx` reads it back with read_model_card
+    extra = {**card.to_dict(), "model_file_version": card.version}
+    patch = card.patch_size
     windows: list[np.ndarray] = []
     if calibration is not None:
         from attnseg.export.quantize import calibration_windows as make_windows
@@ -527,7 +511,12 @@ def export_model_file(
             preprocess=extra.get("preprocess"),
             seed=seed,
         )
-    summary: dict[str, Any] = {"model": str(model_path), "out": str(out), "patch_size": list(patch)}
+    summary: dict[str, Any] = {
+        "model": str(model_path),
+        "out": str(out),
+        "patch_size": list(patch),
+        "defaulted": list(card.defaulted),  # card fields the model file did not record
+    }
     if int8:
         from attnseg.export.quantize import quantize_model
 

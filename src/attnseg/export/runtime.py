@@ -7,7 +7,6 @@ returns the same kind.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from attnseg.errors import ModelFileError
+from attnseg.models.card import ONNX_METADATA_KEY, onnx_metadata_of, read_onnx_metadata
 
-METADATA_KEY = "attnseg"
+METADATA_KEY = ONNX_METADATA_KEY
 
 
 def session_options(threads: int | None = None, profile_prefix: str | None = None):
@@ -57,39 +57,14 @@ def make_session(
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``attnseg`` metadata of an exported model (model config, target, patch size, ...)."""
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: ONNX model file not found")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable ONNX file ({type(exc).__name__})") from None
-    if not proto.graph.node:  # protobuf parses an empty file (and some junk) as an empty model
-        raise ModelFileError(
-            f"{path}: not an ONNX model (no graph; the file has {path.stat().st_size} bytes)"
-        )
-    return metadata_of(proto, str(path))
+    """The ``attnseg`` metadata of an exported model (model config and card: target, patch size, ...);
+    its card is read with ``attnseg.models.card.read_model_card(path)``."""
+    return read_onnx_metadata(path)
 
 
 def metadata_of(proto, where: str = "model") -> dict[str, Any]:
-    for prop in proto.metadata_props:
-        if prop.key == METADATA_KEY:
-            try:
-                meta = json.loads(prop.value)
-            except json.JSONDecodeError as exc:
-                raise ModelFileError(
-                    f"{where}: its '{METADATA_KEY}' metadata is not valid JSON ({exc})"
-                ) from None
-            if not isinstance(meta, dict) or "model_config" not in meta:
-                raise ModelFileError(f"{where}: its '{METADATA_KEY}' metadata has no model_config")
-            return meta
-    raise ModelFileError(
-        f"{where}: no '{METADATA_KEY}' metadata; export it with `attnseg export` so that predict knows "
-        "the patch size, labels and pre-processing"
-    )
+    """The ``attnseg`` metadata entry of a loaded ONNX model proto."""
+    return onnx_metadata_of(proto, where)
 
 
 class OnnxPredictor:

@@ -6,19 +6,11 @@ normalisation), sliding-window inference, logits resampled back to the file's gr
 was changed, then argmax (classes) or thresholds (regions, converted back to one label map), optional
 connected-component rules, and an atomic write with the input's affine and header.
 
-What the model file must tell (``InferenceSettings``), looked up in this order, later wins:
-
-1. defaults: patch ``128^3`` (3D) or ``256^2`` (2D); z-score inside the non-zero region; no
-   resampling; classes ``0..K-1``;
-2. a run folder's ``config.yaml`` next to the file (``RUN/model.pt``) or one level up
-   (``RUN/checkpoints/best.pt``): ``data.patch_size`` and ``preprocess``;
-3. the payload's ``run_config`` (training checkpoints), same keys;
-4. the payload's top-level ``target`` (``{"kind": "labels"|"regions", "values", "names",
-   "regions"}``, written by training), ``patch_size``, ``preprocess``, ``channel_names`` (the same
-   keys ``attnseg export`` stores in an ONNX file's metadata);
-5. the payload's ``preprocessing`` dict, the explicit form: ``normalization``,
-   ``clip_percentiles``, ``target_spacing_mm`` (or ``spacing_mm``), ``patch_size``, ``labels``
-   (name -> value), ``regions`` (name -> values), ``target``, ``channel_names``.
+What the model file must tell (``InferenceSettings``) is its card, read by
+:func:`attnseg.models.card.read_model_card` (the one reader predict, export, visualize and compare
+share; its docstring lists the sources and their precedence): patch size, preprocessing, label
+scheme, channel names, training flips. A ``.pt`` file and the ``.onnx`` exported from it give the
+same settings.
 
 Outputs: ``OUT/<case_id>.nii.gz`` (3D inputs; ``.png`` for 2D image inputs) and, with
 ``save_probabilities``, ``OUT/probabilities/<case_id>.nii.gz`` (float32, channels last on disk).
@@ -43,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnseg.config import PreprocessConfig, from_dict, training_mirror_axes
-from attnseg.errors import ConfigError, DataError, ModelFileError
+from attnseg.config import PreprocessConfig
+from attnseg.errors import ConfigError, DataError
 from attnseg.inference.postprocess import (
     labels_from_logits,
     postprocess_components,
@@ -53,6 +45,7 @@ from attnseg.inference.postprocess import (
     regions_to_label_map,
 )
 from attnseg.inference.sliding_window import Predictor, sliding_window_inference
+from attnseg.models.card import ModelCard, read_model_card
 
 __all__ = [
     "CasePrediction",
@@ -67,8 +60,6 @@ __all__ = [
     "predict_folder",
     "read_settings",
 ]
-
-DEFAULT_PATCH = {2: (256, 256), 3: (128, 128, 128)}
 
 
 # --- settings -----------------------------------------------------------------------------------------
@@ -94,6 +85,31 @@ class InferenceSettings:
     mirror_axes: tuple[int, ...] | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def from_card(cls, card: ModelCard) -> InferenceSettings:
+        """The settings of a model card (``attnseg.models.card``)."""
+        target = card.target
+        names = tuple(target["names"])
+        regions = (
+            dict(zip(names, (list(r) for r in target["regions"]))) if target["kind"] == "regions" else None
+        )
+        order = target.get("paint_order")
+        return cls(
+            card.spatial_dims,
+            card.in_channels,
+            card.out_channels,
+            card.patch_size,
+            dataclasses.replace(card.preprocess),
+            kind=target["kind"],
+            values=tuple(target["values"]),
+            names=names,
+            regions=regions,
+            paint_order=tuple((str(n), int(v)) for n, v in order) if order else None,
+            channel_names=list(card.channel_names) if card.channel_names else None,
+            mirror_axes=card.mirror_axes,
+            sources=dict(card.sources),
+        )
+
     @property
     def activation(self) -> str:
         return "sigmoid" if self.kind == "regions" else "softmax"
@@ -112,152 +128,15 @@ class InferenceSettings:
         )
 
 
-def _run_folder_config(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    from attnseg.config import load_yaml
-
-    for folder in (path.parent, path.parent.parent):
-        candidate = folder / "config.yaml"
-        if candidate.is_file():
-            try:
-                return load_yaml(candidate), str(candidate)
-            except ConfigError:
-                return None, None
-    return None, None
-
-
 def read_settings(
-    payload: Mapping[str, Any], path: str | os.PathLike | None = None, *, use_run_folder: bool = True
+    payload: Mapping[str, Any] | str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    *,
+    use_run_folder: bool = True,
 ) -> InferenceSettings:
-    """Resolve :class:`InferenceSettings` from a model payload (``.pt``) or ONNX metadata."""
-    where = str(path) if path is not None else "model"
-    config = payload.get("model_config")
-    if not isinstance(config, Mapping):
-        raise ModelFileError(f"{where}: no model_config; cannot tell the model's channels and dimensions")
-    dims = int(config.get("spatial_dims", 3))
-    in_ch, out_ch = int(config.get("in_channels", 1)), int(config.get("out_channels", 2))
-    merged: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-
-    def take(source: str, **values: Any) -> None:
-        for key, value in values.items():
-            if value is not None:
-                merged[key] = value
-                sources[key] = source
-
-    def from_run_config(run: Mapping[str, Any], source: str) -> None:
-        data = run.get("data") or {}
-        take(source, patch_size=data.get("patch_size"), preprocess=run.get("preprocess"))
-        take(source, mirror_axes=training_mirror_axes(run))
-
-    if use_run_folder and path is not None:
-        run, run_file = _run_folder_config(Path(path))
-        if run:
-            from_run_config(run, run_file)
-    if isinstance(payload.get("run_config"), Mapping):
-        from_run_config(payload["run_config"], "run_config")
-    take(
-        "model file",
-        target=payload.get("target"),
-        patch_size=payload.get("patch_size"),
-        preprocess=payload.get("preprocess"),
-        channel_names=payload.get("channel_names"),
-        mirror_axes=payload.get("mirror_axes"),
-    )
-    explicit = payload.get("preprocessing")
-    if isinstance(explicit, Mapping):
-        pre = dict(merged.get("preprocess") or {})
-        for key in ("normalization", "clip_percentiles", "target_spacing_mm"):
-            if explicit.get(key) is not None:
-                pre[key] = explicit[key]
-        if explicit.get("spacing_mm") is not None and explicit.get("target_spacing_mm") is None:
-            pre["target_spacing_mm"] = explicit["spacing_mm"]
-        if pre:
-            take("preprocessing", preprocess=pre)
-        take(
-            "preprocessing",
-            patch_size=explicit.get("patch_size"),
-            channel_names=explicit.get("channel_names"),
-        )
-        if explicit.get("target") is not None:
-            take("preprocessing", target=explicit["target"])
-        elif explicit.get("regions"):
-            regions = {str(k): [int(v) for v in vs] for k, vs in dict(explicit["regions"]).items()}
-            values = sorted({0, *(v for vs in regions.values() for v in vs)})
-            take(
-                "preprocessing",
-                target={
-                    "kind": "regions",
-                    "values": values,
-                    "names": list(regions),
-                    "regions": list(regions.values()),
-                },
-            )
-        elif explicit.get("labels"):
-            by_value = sorted(dict(explicit["labels"]).items(), key=lambda kv: int(kv[1]))
-            take(
-                "preprocessing",
-                target={
-                    "kind": "labels",
-                    "values": [int(v) for _, v in by_value],
-                    "names": [n for n, _ in by_value],
-                },
-            )
-
-    try:
-        preprocess = from_dict(PreprocessConfig, dict(merged.get("preprocess") or {}), "preprocess")
-    except ConfigError as exc:
-        raise ModelFileError(f"{where}: its preprocessing settings are invalid: {exc}") from None
-    sources.setdefault("preprocess", "default (z-score inside the non-zero region)")
-
-    patch = merged.get("patch_size")
-    if patch is None:
-        patch = DEFAULT_PATCH.get(dims, (128,) * dims)
-        sources["patch_size"] = "default"
-    patch = tuple(int(p) for p in patch)
-    if len(patch) != dims or any(p < 1 for p in patch):
-        raise ModelFileError(f"{where}: patch_size {list(patch)} does not fit a {dims}D model")
-
-    target = merged.get("target")
-    settings = InferenceSettings(dims, in_ch, out_ch, patch, preprocess, sources=sources)
-    if merged.get("mirror_axes") is not None:
-        axes = tuple(sorted({int(a) for a in merged["mirror_axes"]}))
-        if any(not 0 <= a < dims for a in axes):
-            raise ModelFileError(f"{where}: training flip axes {list(axes)} do not fit a {dims}D model")
-        settings.mirror_axes = axes
-    if target is None:
-        settings.values = tuple(range(out_ch))
-        settings.names = ("background", *(f"label_{v}" for v in range(1, out_ch)))
-        sources["target"] = f"default (classes 0..{out_ch - 1})"
-    elif target.get("kind") == "regions":
-        names = [str(n) for n in target.get("names", [])]
-        region_values = [list(map(int, r)) for r in target.get("regions", [])]
-        if len(names) != len(region_values) or len(names) != out_ch:
-            raise ModelFileError(
-                f"{where}: target declares regions {names} with {len(region_values)} label sets; the "
-                f"model has {out_ch} output channel(s)"
-            )
-        settings.kind = "regions"
-        settings.names = tuple(names)
-        settings.regions = dict(zip(names, region_values))
-        if target.get("paint_order"):
-            settings.paint_order = tuple((str(n), int(v)) for n, v in target["paint_order"])
-            unknown = [n for n, _ in settings.paint_order if n not in settings.regions]
-            if unknown:
-                raise ModelFileError(f"{where}: paint_order names regions {unknown} the target does not have")
-        settings.values = tuple(int(v) for v in target.get("values", []))
-    elif target.get("kind", "labels") == "labels":
-        values = tuple(int(v) for v in target.get("values", []))
-        if len(values) != out_ch:
-            raise ModelFileError(
-                f"{where}: target declares label values {list(values)}; the model has {out_ch} output channel(s)"
-            )
-        settings.values = values
-        settings.names = tuple(str(n) for n in target.get("names", [])) or tuple(f"label_{v}" for v in values)
-    else:
-        raise ModelFileError(f"{where}: target kind {target.get('kind')!r}; expected 'labels' or 'regions'")
-    if merged.get("channel_names"):
-        settings.channel_names = [str(n) for n in merged["channel_names"]]
-    return settings
+    """:class:`InferenceSettings` of a model file's payload (``.pt``), an ONNX file's metadata, or a
+    model file path: the card :func:`attnseg.models.card.read_model_card` resolves."""
+    return InferenceSettings.from_card(read_model_card(payload, path=path, use_run_folder=use_run_folder))
 
 
 def _dataset_paint_order(dataset, settings: InferenceSettings, log) -> tuple[tuple[str, int], ...] | None:
@@ -329,11 +208,11 @@ def load_for_inference(
 
         predictor = OnnxPredictor(path, threads=threads)
         return LoadedModel(predictor, read_settings(predictor.metadata, path), path, torch.device("cpu"))
-    from attnseg.models.checkpoint import load_model, read_model_file
+    from attnseg.models.checkpoint import model_from_payload, read_model_file
 
     payload = read_model_file(path)
     settings = read_settings(payload, path)
-    module = load_model(path, map_location=device)
+    module = model_from_payload(payload, path, map_location=device)
     if channels_last:
         module = module.to(
             memory_format=torch.channels_last_3d if settings.spatial_dims == 3 else torch.channels_last

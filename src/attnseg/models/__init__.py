@@ -1,7 +1,8 @@
 """Networks: Attention U-Net and U-Net (2D/3D), their blocks, registry and model files."""
 
 from attnseg.models.blocks import AttentionGate, ConvBlock, ConvNormAct, UpSample
-from attnseg.models.checkpoint import load_model, read_model_file, save_model
+from attnseg.models.card import ModelCard, read_model_card, training_card
+from attnseg.models.checkpoint import load_model, model_from_payload, read_model_file, save_model
 from attnseg.models.registry import available_models, build_model, register_model
 from attnseg.models.unet import AttentionUNet, UNet
 
@@ -10,12 +11,16 @@ __all__ = [
     "AttentionUNet",
     "ConvBlock",
     "ConvNormAct",
+    "ModelCard",
     "UNet",
     "UpSample",
     "available_models",
     "build_model",
     "load_model",
+    "model_from_payload",
+    "read_model_card",
     "read_model_file",
     "register_model",
     "save_model",
+    "training_card",
 ]

@@ -119,9 +119,16 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the model from the file alone and load its weights (eval mode)."""
+    return model_from_payload(read_model_file(path), path, map_location)
+
+
+def model_from_payload(
+    payload: dict[str, Any], path: str | Path = "model", map_location: str | torch.device = "cpu"
+) -> nn.Module:
+    """The model of a payload ``read_model_file`` returned (eval mode), so that a caller that also
+    reads the payload's card (``attnseg.models.card.read_model_card``) loads the file once."""
     from attnseg.models.registry import build_model
 
-    payload = read_model_file(path)
     try:
         model = build_model(payload["model_config"])
     except (ConfigError, ValueError, TypeError) as exc:

@@ -25,6 +25,7 @@ from attnseg.config import LossConfig, OptimConfig, RunConfig, to_dict
 from attnseg.errors import AttnsegError, ConfigError
 from attnseg.io.atomic import atomic_write_text
 from attnseg.losses import DeepSupervisionLoss, build_loss
+from attnseg.models.card import training_card
 from attnseg.training import distributed as D
 from attnseg.training.amp import Precision, make_precision, resolve_device
 from attnseg.training.checkpointing import load_checkpoint, restore, save_checkpoint
@@ -196,11 +197,15 @@ def fit(
     stride = int(getattr(model, "stride", 1))
     dataset = PatchDataset(train_cases, target, config.augment, tc.seed)
     run_config = to_dict(config)
-    # what inference needs besides the weights, so that model.pt works away from its run folder
+    # the model card: what inference needs besides the weights, so that model.pt works away from its
+    # run folder (patch, preprocessing, label scheme, channel names, training flips, version)
     extra = {
-        "target": target.to_dict(),
-        "patch_size": list(config.data.patch_size),
-        "preprocess": run_config["preprocess"],
+        **training_card(
+            run_config,
+            target.to_dict(),
+            (model_extra or {}).get("channel_names"),
+            model_config=to_dict(model.config) if hasattr(model, "config") else None,
+        ),
         **(model_extra or {}),
     }
 

@@ -1,7 +1,7 @@
 """``attnseg visualize``: a model file (or run folder) and a case -> one figure; a run folder -> curves.
 
 This module only glues: it loads the model and the case, prepares the image as training did
-(normalisation and spacing from the run's ``config.yaml`` when the model file sits in a run folder),
+(normalisation and spacing from the model file's card, ``attnseg.models.card.read_model_card``),
 runs the model once with gate hooks (:func:`attnseg.viz.figures.forward_with_attention`), picks the
 slice and draws :func:`attnseg.viz.figures.case_figure`.
 """
@@ -65,12 +65,11 @@ class ModelBundle:
 def load_model_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
     """Load a model file, or the model of a run folder (``model.pt``, else ``checkpoints/best.pt``).
 
-    Target, preprocessing, patch size and channel names are resolved exactly as ``attnseg predict``
-    resolves them (:func:`attnseg.inference.predict.read_settings`); a default patch size is dropped
-    (small cases then run as one whole-volume forward).
+    Target, preprocessing, patch size and channel names are the model file's card, read by the same
+    :func:`attnseg.models.card.read_model_card` as ``attnseg predict`` and ``attnseg export``; a
+    default patch size is dropped (small cases then run as one whole-volume forward).
     """
-    from attnseg.inference.predict import read_settings
-    from attnseg.models import load_model, read_model_file
+    from attnseg.models import model_from_payload, read_model_card, read_model_file
 
     path = Path(path)
     if path.is_dir():
@@ -86,23 +85,18 @@ def load_model_bundle(path: str | Path, device: str | torch.device = "cpu") -> M
             "exported from (they hook into the network's modules)"
         )
     payload = read_model_file(path)
-    settings = read_settings(payload, path)
-    model = load_model(path, map_location=device)
-    target: dict[str, Any] = {
-        "kind": settings.kind,
-        "values": list(settings.values),
-        "names": list(settings.names),
-        "regions": [list(v) for v in (settings.regions or {}).values()],
-    }
-    patch = None if settings.sources.get("patch_size") == "default" else tuple(settings.patch_size)
+    card = read_model_card(payload, path=path)
+    model = model_from_payload(payload, path, map_location=device)
+    target = dict(card.target)  # with paint_order when the file records one
+    patch = None if "patch_size" in card.defaulted else tuple(card.patch_size)
     run_dir = next((f for f in (path.parent, path.parent.parent) if (f / "config.yaml").is_file()), None)
     return ModelBundle(
         model=model,
         path=path,
         target=target,
-        preprocess=dataclasses.asdict(settings.preprocess),
+        preprocess=dataclasses.asdict(card.preprocess),
         patch_size=patch,
-        channel_names=list(settings.channel_names) if settings.channel_names else None,
+        channel_names=list(card.channel_names) if card.channel_names else None,
         run_dir=run_dir,
     )
 
