@@ -250,14 +250,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{where}: {value!r} matches none of {annotation}")
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):

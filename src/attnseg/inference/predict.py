@@ -45,6 +45,7 @@ from attnseg.inference.postprocess import (
     regions_to_label_map,
 )
 from attnseg.inference.sliding_window import Predictor, sliding_window_inference
+from attnseg.io.paths import is_inside
 from attnseg.models.card import ModelCard, read_model_card
 
 __all__ = [
@@ -496,11 +497,6 @@ class PredictReport:
     settings: InferenceSettings | None = None
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    child, parent = child.resolve(), parent.resolve()
-    return child == parent or parent in child.parents
-
-
 def _refused_output(out: Path, input_folder: Path, cases: list) -> str | None:
     """Why ``out`` may not receive predictions, or None: nothing is written into the input data.
 
@@ -508,7 +504,7 @@ def _refused_output(out: Path, input_folder: Path, cases: list) -> str | None:
     (by the name given or, for a symlink, where it leads). A single file is its own input folder:
     ``predict model.pt scan.nii.gz out`` may write ``out/`` next to the scan, never the scan's folder.
     """
-    if _inside(out, input_folder):
+    if is_inside(out, input_folder):
         return (
             f"{out}: is inside the input folder {input_folder}; predictions are never written into the "
             "input data, choose another output folder"

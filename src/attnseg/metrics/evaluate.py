@@ -26,7 +26,8 @@ from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text
 from attnseg.io.images2d import is_image2d, load_mask2d, mask_set_encoding
 from attnseg.io.mask_encoding import MaskSetEncoding
-from attnseg.io.nifti import is_nifti, load_label, strip_nifti_suffix
+from attnseg.io.nifti import is_nifti, load_label
+from attnseg.io.paths import is_inside, strip_image_suffix
 from attnseg.metrics.lesions import lesion_metrics
 from attnseg.metrics.overlap import confusion, overlap_metrics_from_confusion, resolve_spacing
 from attnseg.metrics.surface import (
@@ -250,14 +251,8 @@ def _is_label_file(path: Path) -> bool:
     return _is_nifti(path) or (path.is_file() and is_image2d(path) and not path.name.startswith("."))
 
 
-def _strip_suffix(name: str) -> str:
-    return (
-        strip_nifti_suffix(name) if is_nifti(name) else (name.rsplit(".", 1)[0] if is_image2d(name) else name)
-    )
-
-
 def _case_id(name: str) -> str:
-    stem = _strip_suffix(name)
+    stem = strip_image_suffix(name)
     for suffix in LABEL_SUFFIXES:
         if stem.lower().endswith(suffix) and len(stem) > len(suffix):
             return stem[: -len(suffix)]
@@ -265,7 +260,7 @@ def _case_id(name: str) -> str:
 
 
 def _looks_like_label(name: str) -> bool:
-    stem = _strip_suffix(name).lower()
+    stem = strip_image_suffix(name).lower()
     return stem in ("seg", "label", "labels", "gt", "mask") or stem.endswith(LABEL_SUFFIXES)
 
 
@@ -334,11 +329,6 @@ class EvaluationResult:
     notes: list[str] = field(default_factory=list)  # e.g. how 2D masks were decoded; distances in pixels
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    child, parent = child.resolve(), parent.resolve()
-    return child == parent or parent in child.parents
-
-
 def evaluate_folders(
     pred_dir: str | Path,
     truth_dir: str | Path,
@@ -368,7 +358,7 @@ def evaluate_folders(
     if out_dir is not None:
         out_dir = Path(out_dir)
         for src in (pred_dir, truth_dir):
-            if _inside(out_dir, src):
+            if is_inside(out_dir, src):
                 raise ConfigError(f"{out_dir}: the output folder must not be inside the input folder {src}")
     preds = find_label_files(pred_dir)
     truths = find_label_files(truth_dir, truth_pattern)

@@ -11,7 +11,6 @@ Modules are reachable by name: ``model.encoder[i]``, ``model.gates[k]``, ``model
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -234,10 +233,3 @@ class UNet(AttentionUNet):
     """
 
     attention = False
-
-
-def model_from_config(config: ModelConfig) -> AttentionUNet:
-    cls = UNet if config.name == "unet" else AttentionUNet
-    kwargs = dataclasses.asdict(config)
-    kwargs.pop("name")
-    return cls(**kwargs)

@@ -9,6 +9,7 @@ the mean validation Dice improves (``checkpoints/best.pt``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -308,7 +309,7 @@ def fit(
                 sync = (
                     net.no_sync()
                     if (dist.enabled and not last_micro and hasattr(net, "no_sync"))
-                    else _nullcontext()
+                    else contextlib.nullcontext()
                 )
                 with sync:
                     with precision.autocast():
@@ -545,14 +546,6 @@ def _write_model_file(model: nn.Module, ckpt_dir: Path, path: Path, extra: dict)
             module.load_state_dict(current)
     else:
         save_model(path, module, extra)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _progress(total: int, initial: int, enabled: bool, unit: str = "it"):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from attnseg.errors import ConfigError, DataError, ModelFileError
+from attnseg.io.paths import strip_image_suffix
 from attnseg.viz.figures import (
     VIEW_NAMES,
     case_figure,
@@ -114,13 +115,6 @@ class CaseData:
     class_names: dict[int, str] = field(default_factory=dict)
 
 
-def _strip_suffix(name: str) -> str:
-    for suffix in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def _load_file(path: Path, label_path: Path | None) -> CaseData:
     from attnseg.io.images2d import is_image2d, load_image2d, load_mask2d
     from attnseg.io.nifti import is_nifti, load_image, load_label
@@ -135,7 +129,7 @@ def _load_file(path: Path, label_path: Path | None) -> CaseData:
                     f"{label_path}: label has shape {label.shape}; the image {path} has {meta.shape}"
                 )
         axcodes = meta.axcodes if len(meta.shape) == 3 else None
-        return CaseData(_strip_suffix(path.name), image, label, tuple(meta.spacing_mm), axcodes)
+        return CaseData(strip_image_suffix(path.name), image, label, tuple(meta.spacing_mm), axcodes)
     if is_image2d(path):
         image, meta = load_image2d(path)
         label = None
@@ -145,7 +139,7 @@ def _load_file(path: Path, label_path: Path | None) -> CaseData:
                 raise DataError(
                     f"{label_path}: mask has shape {label.shape}; the image {path} has {meta.shape}"
                 )
-        return CaseData(_strip_suffix(path.name), image, label, tuple(meta.spacing_mm), None)
+        return CaseData(strip_image_suffix(path.name), image, label, tuple(meta.spacing_mm), None)
     raise DataError(f"{path}: not a NIfTI or 2D image file (.nii, .nii.gz, .png, .jpg, .tif)")
 
 
