@@ -14,10 +14,11 @@ machine:
   ``w * (1, 2, 4, ...)`` (``WIDTHS``) is timed on this machine at the patch and batch size derived
   from the data, and the widest whose predicted iteration count in the budget reaches
   ``MIN_ITERATIONS`` is taken (the narrowest when none does);
-- the recipe of ``benchmarks/train_hippocampus.py`` (measured there: mean Dice 0.8935 on its 40
-  held-out cases in 30 minutes on 2 cores, docs/benchmarks-hippocampus.md): deep supervision,
-  AdamW at ``LR``, no elastic deformation (its cost per patch on a CPU buys fewer iterations).
-  These are starting values from one benchmark, not yet chosen by cross-validation.
+- the recipe of ``benchmarks/train_hippocampus.py``: deep supervision, AdamW at ``LR``, no elastic
+  deformation (its cost per patch on a CPU buys fewer iterations). ``--minutes 30`` on 2 cores
+  (``benchmarks/vs_nnunet.py``, docs/benchmarks-hippocampus.md): mean Dice 0.8924 / 0.8918 (two
+  seeds) on 40 held-out Task04 cases. Starting values from one benchmark, not yet chosen by
+  cross-validation.
 
 The pure part (``choose_width``, ``budget_defaults``) is tested on hand-made values; the timing of
 a step is ``measure_step_seconds``.
