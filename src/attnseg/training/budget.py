@@ -26,13 +26,19 @@ a step is ``measure_step_seconds``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+
+from attnseg.models.registry import build_model
+from attnseg.training.amp import make_precision, resolve_device
+from attnseg.training.loop import build_training_loss
 
 WIDTHS = (8, 16, 24, 32)  # first-level feature counts tried; each level doubles
 MIN_ITERATIONS = 4000  # the 30-minute hippocampus recipe did 5010 iterations at width 16
@@ -184,14 +190,6 @@ def plan_for_budget(
     ``(config, BudgetPlan)``. ``started``: ``time.perf_counter()`` when the command began.
     ``measure=False`` (several processes, which must agree): the configured width is kept and the
     epoch count is a fixed upper bound (``FIXED_EPOCHS``); the time limit ends the run either way."""
-    import dataclasses
-
-    import numpy as np
-
-    from attnseg.models.registry import build_model
-    from attnseg.training.amp import make_precision, resolve_device
-    from attnseg.training.loop import build_training_loss
-
     tc, oc, mc, dc = config.train, config.optim, config.model, config.data
     budget_s = 60.0 * float(tc.budget_minutes)
     device = resolve_device(tc.device, 0)
