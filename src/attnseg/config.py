@@ -177,6 +177,10 @@ class TrainConfig:
     ``channels_last``: channels-last memory layout (faster convolutions on CPUs, bf16 especially).
     ``budget_minutes``: the wall-clock budget of ``attnseg train --minutes`` (the whole command's;
     ``time_limit_s`` is what was left of it for training), None for a run without one.
+    ``weight_averages``: averages of the weights kept during training, each written as
+    ``averages/model_<spec>.pt`` beside ``model.pt``: ``"ema0.999"`` (exponential moving average
+    with that decay) or ``"tail0.25"`` (mean over the last 25 % of the schedule); see
+    ``attnseg.training.averaging``.
     """
 
     epochs: int = 50
@@ -198,6 +202,7 @@ class TrainConfig:
     channels_last: bool = False
     progress: bool = True
     budget_minutes: float | None = None
+    weight_averages: tuple[str, ...] = ()
 
 
 @dataclass

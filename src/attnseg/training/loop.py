@@ -27,8 +27,10 @@ from attnseg.errors import AttnsegError, ConfigError
 from attnseg.io.atomic import atomic_write_text
 from attnseg.losses import DeepSupervisionLoss, build_loss
 from attnseg.models.card import training_card
+from attnseg.models.checkpoint import read_model_file, save_model
 from attnseg.training import distributed as D
 from attnseg.training.amp import Precision, make_precision, resolve_device
+from attnseg.training.averaging import WeightAverages
 from attnseg.training.checkpointing import load_checkpoint, restore, save_checkpoint
 from attnseg.training.data import BatchPlan, PatchDataset, Target, TrainingCase, make_loader
 from attnseg.training.report import format_summary, plot_training_curves, write_metrics
@@ -197,6 +199,10 @@ def fit(
         model.to(memory_format=memory_format)
     stride = int(getattr(model, "stride", 1))
     dataset = PatchDataset(train_cases, target, config.augment, tc.seed)
+    try:
+        averages = WeightAverages(tc.weight_averages)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     run_config = to_dict(config)
     # the model card: what inference needs besides the weights, so that model.pt works away from its
     # run folder (patch, preprocessing, label scheme, channel names, training flips, version)
@@ -252,6 +258,11 @@ def fit(
         if by_time:  # progress = the larger share spent: of the time budget or of the iterations
             step = max(step, min(total_iters - 1, int(total_iters * elapsed() / tc.time_limit_s)))
         return schedule(step)
+
+    def schedule_progress(step: int) -> float:
+        """Share of the schedule done after ``step`` iterations (of the time budget, when it rules)."""
+        done = step / max(1, total_iters)
+        return max(done, elapsed() / tc.time_limit_s) if by_time else done
 
     session_epochs = 0
     last_plot = started
@@ -360,6 +371,8 @@ def fit(
                 if step_ok:
                     scaler.step(optimizer)  # fp16: skips the step itself when gradients overflowed
                     scaler.update()
+                    if averages:
+                        averages.update(model, schedule_progress(iteration + 1))
                     losses.append(step_loss)
                     consecutive_skips = 0
                 else:
@@ -514,6 +527,7 @@ def fit(
     if main:
         plot_training_curves(history, run_dir / "training_curve.png")
         _write_model_file(model, ckpt_dir, model_file, extra)
+        _write_averages(model, averages, run_dir / "averages", extra, say)
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
         say(format_summary(summary))
     D.barrier(dist)
@@ -532,8 +546,6 @@ def fit(
 
 def _write_model_file(model: nn.Module, ckpt_dir: Path, path: Path, extra: dict) -> None:
     """``model.pt``: the best weights (or the last, without validation) as a plain model file."""
-    from attnseg.models.checkpoint import read_model_file, save_model
-
     best = ckpt_dir / "best.pt"
     module = model.module if hasattr(model, "module") else model
     if best.is_file():
@@ -546,6 +558,22 @@ def _write_model_file(model: nn.Module, ckpt_dir: Path, path: Path, extra: dict)
             module.load_state_dict(current)
     else:
         save_model(path, module, extra)
+
+
+def _write_averages(model: nn.Module, averages: WeightAverages, folder: Path, extra: dict, say) -> None:
+    """``averages/model_<spec>.pt``: each weight average as a model file like ``model.pt``."""
+    module = model.module if hasattr(model, "module") else model
+    for avg in averages.averages:
+        if not avg.state:
+            say(f"weight average {avg.spec}: nothing averaged (the run stopped before its share began)")
+            continue
+        current = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        module.load_state_dict(averages.averaged_state(module, avg))
+        try:
+            save_model(folder / f"model_{avg.spec}.pt", module, {**extra, "weight_average": avg.spec})
+        finally:
+            module.load_state_dict(current)
+        say(f"weight average {avg.spec} ({avg.count} steps) -> {folder / f'model_{avg.spec}.pt'}")
 
 
 def _progress(total: int, initial: int, enabled: bool, unit: str = "it"):
