@@ -38,11 +38,10 @@ import numpy as np
 from scipy.stats import wilcoxon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from vs_nnunet import CLASSES, run_measured, score_with_attnseg, thread_env  # noqa: E402
-
 from attnseg.datasets import discover  # noqa: E402
 from attnseg.datasets.splits import make_splits  # noqa: E402
 from attnseg.training.budget import WARMUP_SHARE, budget_defaults  # noqa: E402
+from vs_nnunet import run_measured, score_with_attnseg, thread_env  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Task04_Hippocampus"
 WIDTH = 16  # what --minutes 30 measured and chose in both vs_nnunet.py runs
