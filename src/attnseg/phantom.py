@@ -137,6 +137,223 @@ def _rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
 
 
 # --- one case --------------------------------------------------------------------------------------
+@dataclass
+class _Head:
+    """The head's geometry on the voxel grid: world and head coordinates, brain depth and mask."""
+
+    affine: np.ndarray
+    world: np.ndarray  # (3, *shape) scanner coordinates in mm
+    x: np.ndarray  # (3, *shape) head coordinates (x right, y anterior, z superior)
+    pose: np.ndarray
+    axes: tuple[float, float, float]  # brain semi-axes ax, ay, az in mm
+    depth: np.ndarray  # mm below the brain surface along the ray (negative outside)
+    brain_frac: np.ndarray
+    brain: np.ndarray
+
+
+def _head(rng: np.random.Generator, shape: tuple[int, int, int], s: float) -> _Head:
+    """A slightly tilted, lumpy egg-shaped brain filling most of the field of view."""
+    affine = phantom_affine(shape, s)
+    idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    world = (affine[:3, :3].astype(np.float32) @ idx + affine[:3, 3:].astype(np.float32)).reshape(3, *shape)
+    half_fov = np.array(shape) * s / 2.0
+    # head pose: a small tilt; anatomy is defined in head coordinates (x right, y anterior, z superior)
+    pose = _rotation(rng, 6.0)
+    x = np.tensordot(pose.astype(np.float32), world, axes=1)
+    size = rng.uniform(0.9, 1.0)
+    ax, ay, az = 0.80 * half_fov[0] * size, 0.88 * half_fov[1] * size, 0.82 * half_fov[2] * size
+    # egg shape: wider at the back, flatter at the bottom, lumpy
+    lump = _smooth_noise(rng, shape, 12.0 / s)
+    ax_local = ax * (1.0 - 0.07 * x[1] / ay)
+    az_local = np.where(x[2] < 0, az * 0.85, az)
+    r_norm = np.sqrt((x[0] / ax_local) ** 2 + (x[1] / ay) ** 2 + (x[2] / az_local) ** 2) + 1e-6
+    r_norm = r_norm * (1.0 + 0.025 * lump)
+    radius = np.sqrt((x**2).sum(0))
+    depth = radius * (1.0 / r_norm - 1.0)
+    return _Head(affine, world, x, pose, (ax, ay, az), depth, _fraction(-depth, s), depth > 0)
+
+
+def _cortex(rng: np.random.Generator, head: _Head, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Grey matter and CSF fractions: a ribbon under the surface and along sulci, and the fissure.
+
+    Sulci are the zero-crossing sheets of band-pass noise (gyri ~ 15 mm apart), their distance
+    ~ |n| / |grad n|.
+    """
+    shape, x, depth, az = head.depth.shape, head.x, head.depth, head.axes[2]
+    fold = _smooth_noise(rng, shape, 4.5 / s) - 0.5 * _smooth_noise(rng, shape, 9.0 / s)
+    grad = np.sqrt(sum(g**2 for g in np.gradient(fold, s))) + 1e-3
+    sheet_mm = np.abs(fold) / grad
+    sulcal_depth = 11.0 + 4.0 * _smooth_noise(rng, shape, 10.0 / s)
+    in_sulcus_band = _fraction(depth - sulcal_depth, s)
+    gm_frac = np.maximum(
+        _fraction(depth - 3.0, s), _fraction(sheet_mm - 3.2, s) * _fraction(depth - sulcal_depth - 2.5, s)
+    )
+    csf_frac = np.maximum(_fraction(depth - 0.8, s), _fraction(sheet_mm - 0.9, s) * in_sulcus_band)
+    # interhemispheric fissure above the corpus callosum
+    fissure = (np.abs(x[0]) - 1.2).astype(np.float32)
+    upper = x[2] > -0.15 * az
+    csf_frac = np.maximum(csf_frac, np.where(upper, _fraction(fissure, s), 0.0))
+    gm_frac = np.maximum(gm_frac, np.where(upper & (x[2] > 0.2 * az), _fraction(fissure - 4.0, s), 0.0))
+    return gm_frac, csf_frac
+
+
+def _ellipsoid_fraction(x, centre, radii, s: float, rotation: np.ndarray | None = None) -> np.ndarray:
+    return _fraction(_ellipsoid_distance(x, centre, radii, rotation), s)
+
+
+def _deep_structures(
+    rng: np.random.Generator, head: _Head, s: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deep grey matter (thalami, basal ganglia), lateral and third ventricles, choroid plexus."""
+    shape, x = head.depth.shape, head.x
+    ax, ay, az = head.axes
+    deep = np.zeros(shape, np.float32)
+    for side in (-1, 1):
+        for centre, radii in (
+            ((side * 0.18 * ax, -0.1 * ay, 0.05 * az), (0.13 * ax, 0.16 * ay, 0.16 * az)),
+            ((side * 0.33 * ax, 0.12 * ay, 0.08 * az), (0.09 * ax, 0.15 * ay, 0.15 * az)),
+        ):
+            deep = np.maximum(deep, _ellipsoid_fraction(x, centre, radii, s))
+    vent = np.zeros(shape, np.float32)
+    plexus = np.zeros(shape, np.float32)
+    vent_size = rng.uniform(0.8, 1.3)
+    for side in (-1, 1):
+        bend = _rotation(np.random.default_rng(int(rng.integers(2**31))), 8.0)
+        c = (side * 0.13 * ax, 0.0, 0.2 * az)
+        radii = (0.075 * ax * vent_size, 0.36 * ay, 0.13 * az * vent_size)
+        vent = np.maximum(vent, _ellipsoid_fraction(x, c, radii, s, bend))
+        plexus = np.maximum(
+            plexus, _ellipsoid_fraction(x, (c[0], -0.2 * ay, c[2] - 0.02 * az), (2.2, 5.0, 2.2), s)
+        )
+    vent = np.maximum(vent, _ellipsoid_fraction(x, (0.0, -0.05 * ay, 0.0), (1.4, 0.15 * ay, 0.12 * az), s))
+    return deep, vent, np.minimum(plexus, vent)
+
+
+def _compose_tissues(rng: np.random.Generator, layers, shape, s: float) -> np.ndarray:
+    """Four channels: white matter base, then each (tissue, fraction) layer blended on top."""
+    texture = 1.0 + 0.03 * _smooth_noise(rng, shape, 1.5 / s)
+    channels = np.empty((4, *shape), np.float32)
+    for c in range(4):
+        value = np.full(shape, TISSUE["wm"][c], np.float32)
+        for name, frac in layers:
+            value = value * (1 - frac) + TISSUE[name][c] * frac
+        channels[c] = value * texture
+    return channels
+
+
+@dataclass
+class _Canvas:
+    """The channels and label map lesions are painted into."""
+
+    channels: np.ndarray
+    label: np.ndarray
+    brain: np.ndarray
+    s: float
+
+    def paint(self, rng: np.random.Generator, name: str, frac: np.ndarray, value: int) -> None:
+        het = 1.0 + 0.06 * _smooth_noise(rng, frac.shape, 2.0 / self.s)
+        for c in range(4):
+            self.channels[c] = self.channels[c] * (1 - frac) + TISSUE[name][c] * het * frac
+        self.label[(frac > 0.5) & self.brain] = value
+
+
+def _add_tumour(
+    rng: np.random.Generator, canvas: _Canvas, head: _Head, tissue: dict[str, np.ndarray], t: int
+) -> Lesion:
+    """One main tumour centred well inside the brain: edema, then an enhancing/necrotic or NET core."""
+    s, x = canvas.s, head.x
+    ax, ay, az = head.axes
+    shape = head.depth.shape
+    for _ in range(100):
+        c_head = rng.uniform(-0.55, 0.55, 3) * np.array([ax, ay, az])
+        if np.sqrt(((c_head / [ax, ay, az]) ** 2).sum()) < 0.6:
+            break
+    core_r = rng.uniform(6.0, 18.0) * (0.7 if t else 1.0)
+    edema_margin = rng.uniform(5.0, 18.0)
+    kind = rng.choice(["ring", "solid", "non_enhancing"], p=[0.65, 0.15, 0.2])
+    irregular = _smooth_noise(rng, shape, 5.0 / s)
+    dist = np.sqrt(((x - c_head.reshape(3, 1, 1, 1).astype(np.float32)) ** 2).sum(0))
+    d_core = dist * (1.0 + 0.18 * irregular) - core_r
+    d_edema = dist * (1.0 + 0.3 * _smooth_noise(rng, shape, 6.0 / s)) - (core_r + edema_margin)
+    core = _fraction(d_core, s)
+    # vasogenic edema follows white matter: it stops ~6 mm short in grey matter, spares CSF
+    d_edema = d_edema + 6.0 * np.clip(tissue["gm"] + tissue["deep"], 0, 1) * (d_core > 3.0)
+    edema = _fraction(d_edema, s) * (1 - np.maximum(tissue["vent"], tissue["csf"]))
+    canvas.paint(rng, "edema", np.minimum(edema, head.brain_frac), 2)
+    if kind == "ring" and core_r > 7.5:
+        rim = rng.uniform(2.5, 4.5)
+        necrosis = _fraction(d_core + rim, s)
+        canvas.paint(rng, "enhancing", core, 4)
+        canvas.paint(rng, "necrosis", necrosis, 1)
+        labels = [1, 2, 4]
+    elif kind == "non_enhancing":
+        canvas.paint(rng, "net_core", core, 1)
+        labels = [1, 2]
+    else:
+        canvas.paint(rng, "enhancing", core, 4)
+        labels = [2, 4]
+    centre_vox = np.linalg.solve(head.affine[:3, :3], head.pose.T @ c_head - head.affine[:3, 3])
+    return Lesion(
+        "tumour", tuple(head.pose.T @ c_head), tuple(centre_vox), 2 * (core_r + edema_margin), labels
+    )
+
+
+def _add_small_lesion(
+    rng: np.random.Generator, canvas: _Canvas, head: _Head, vent: np.ndarray, lesions: list[Lesion]
+) -> Lesion:
+    """An enhancing nodule or FLAIR focus under 5 mm, centred on a voxel so that it is labelled."""
+    s, shape, affine = canvas.s, head.depth.shape, head.affine
+    for _ in range(200):
+        v = np.array([rng.integers(4, n - 4) for n in shape])
+        if head.depth[tuple(v)] > 8.0 and canvas.label[tuple(v)] == 0 and vent[tuple(v)] < 0.1:
+            # keep a small lesion away from the tumours so it stays a lesion of its own
+            if all(
+                np.abs(v - np.asarray(les.centre_vox)).max() * s > les.diameter_mm / 2 + 6 for les in lesions
+            ):
+                break
+    diameter = rng.uniform(2.5, 4.8)
+    centre_vox = v + rng.uniform(-0.2, 0.2, 3)
+    centre_world = affine[:3, :3] @ centre_vox + affine[:3, 3]
+    d = (
+        np.sqrt(((head.world - centre_world.reshape(3, 1, 1, 1).astype(np.float32)) ** 2).sum(0))
+        - diameter / 2
+    )
+    frac = _fraction(d, s)
+    frac[tuple(v)] = max(frac[tuple(v)], 0.75)  # the centre voxel is mostly lesion
+    is_nodule = rng.random() < 0.5
+    name, value = ("enhancing", 4) if is_nodule else ("edema", 2)
+    canvas.paint(rng, name, frac, value)
+    return Lesion("small", tuple(centre_world), tuple(centre_vox), diameter, [value])
+
+
+def _count_lesion_voxels(lesions: list[Lesion], label: np.ndarray, s: float) -> None:
+    """Each lesion's labelled voxels within its extent."""
+    for les in lesions:
+        c = np.asarray(les.centre_vox)
+        r_vox = les.diameter_mm / 2 / s + 1
+        lo = np.maximum(np.floor(c - r_vox).astype(int), 0)
+        hi = np.minimum(np.ceil(c + r_vox).astype(int) + 1, label.shape)
+        box = label[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        les.voxels = int(np.isin(box, les.labels).sum())
+
+
+def _acquire(rng: np.random.Generator, channels: np.ndarray, brain_frac: np.ndarray, s: float) -> np.ndarray:
+    """Bias field per channel, Rician noise, skull stripping, scaled to integer values."""
+    shape = brain_frac.shape
+    image = np.empty((4, *shape), np.float32)
+    for c in range(4):
+        bias = np.exp(0.12 * _smooth_noise(rng, shape, 25.0 / s)).astype(np.float32)
+        signal = channels[c] * bias * brain_frac
+        sigma = rng.uniform(0.015, 0.03)
+        noisy = np.sqrt(
+            (signal + sigma * rng.standard_normal(shape)) ** 2 + (sigma * rng.standard_normal(shape)) ** 2
+        )
+        noisy[brain_frac <= 0] = 0.0
+        scale = rng.uniform(300.0, 1500.0)
+        image[c] = np.round(noisy * scale)
+    return image
+
+
 def make_case(
     rng: np.random.Generator,
     case_id: str = "Phantom_000",
@@ -155,189 +372,19 @@ def make_case(
     s = float(spacing_mm)
     if not 0.5 <= s <= 5.0:
         raise ConfigError(f"phantom spacing must be between 0.5 and 5 mm, got {spacing_mm}")
-    affine = phantom_affine(shape, s)
-    idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
-    world = (affine[:3, :3].astype(np.float32) @ idx + affine[:3, 3:].astype(np.float32)).reshape(3, *shape)
-    half_fov = np.array(shape) * s / 2.0
-
-    # head pose: a small tilt; anatomy is defined in head coordinates (x right, y anterior, z superior)
-    pose = _rotation(rng, 6.0)
-    x = np.tensordot(pose.astype(np.float32), world, axes=1)
-    size = rng.uniform(0.9, 1.0)
-    ax, ay, az = 0.80 * half_fov[0] * size, 0.88 * half_fov[1] * size, 0.82 * half_fov[2] * size
-    # egg shape: wider at the back, flatter at the bottom, lumpy
-    lump = _smooth_noise(rng, shape, 12.0 / s)
-    ax_local = ax * (1.0 - 0.07 * x[1] / ay)
-    az_local = np.where(x[2] < 0, az * 0.85, az)
-    r_norm = np.sqrt((x[0] / ax_local) ** 2 + (x[1] / ay) ** 2 + (x[2] / az_local) ** 2) + 1e-6
-    r_norm = r_norm * (1.0 + 0.025 * lump)
-    radius = np.sqrt((x**2).sum(0))
-    depth = radius * (1.0 / r_norm - 1.0)  # mm below the brain surface along the ray (negative outside)
-    brain_frac = _fraction(-depth, s)
-    brain = depth > 0
-
-    # cortex: a grey matter ribbon under the surface and along sulci; sulci are the zero-crossing
-    # sheets of band-pass noise (gyri ~ 15 mm apart), their distance ~ |n| / |grad n|
-    fold = _smooth_noise(rng, shape, 4.5 / s) - 0.5 * _smooth_noise(rng, shape, 9.0 / s)
-    grad = np.sqrt(sum(g**2 for g in np.gradient(fold, s))) + 1e-3
-    sheet_mm = np.abs(fold) / grad
-    sulcal_depth = 11.0 + 4.0 * _smooth_noise(rng, shape, 10.0 / s)
-    in_sulcus_band = _fraction(depth - sulcal_depth, s)
-    gm_frac = np.maximum(
-        _fraction(depth - 3.0, s), _fraction(sheet_mm - 3.2, s) * _fraction(depth - sulcal_depth - 2.5, s)
-    )
-    csf_frac = np.maximum(_fraction(depth - 0.8, s), _fraction(sheet_mm - 0.9, s) * in_sulcus_band)
-    # interhemispheric fissure above the corpus callosum
-    fissure = (np.abs(x[0]) - 1.2).astype(np.float32)
-    upper = x[2] > -0.15 * az
-    csf_frac = np.maximum(csf_frac, np.where(upper, _fraction(fissure, s), 0.0))
-    gm_frac = np.maximum(gm_frac, np.where(upper & (x[2] > 0.2 * az), _fraction(fissure - 4.0, s), 0.0))
-
-    # deep grey matter and ventricles
-    deep = np.zeros(shape, np.float32)
-    for side in (-1, 1):
-        deep = np.maximum(
-            deep,
-            _fraction(
-                _ellipsoid_distance(
-                    x, (side * 0.18 * ax, -0.1 * ay, 0.05 * az), (0.13 * ax, 0.16 * ay, 0.16 * az)
-                ),
-                s,
-            ),
-        )
-        deep = np.maximum(
-            deep,
-            _fraction(
-                _ellipsoid_distance(
-                    x, (side * 0.33 * ax, 0.12 * ay, 0.08 * az), (0.09 * ax, 0.15 * ay, 0.15 * az)
-                ),
-                s,
-            ),
-        )
-    vent = np.zeros(shape, np.float32)
-    plexus = np.zeros(shape, np.float32)
-    vent_size = rng.uniform(0.8, 1.3)
-    for side in (-1, 1):
-        bend = _rotation(np.random.default_rng(int(rng.integers(2**31))), 8.0)
-        c = (side * 0.13 * ax, 0.0, 0.2 * az)
-        vent = np.maximum(
-            vent,
-            _fraction(
-                _ellipsoid_distance(x, c, (0.075 * ax * vent_size, 0.36 * ay, 0.13 * az * vent_size), bend), s
-            ),
-        )
-        plexus = np.maximum(
-            plexus, _fraction(_ellipsoid_distance(x, (c[0], -0.2 * ay, c[2] - 0.02 * az), (2.2, 5.0, 2.2)), s)
-        )
-    vent = np.maximum(
-        vent, _fraction(_ellipsoid_distance(x, (0.0, -0.05 * ay, 0.0), (1.4, 0.15 * ay, 0.12 * az)), s)
-    )
-    plexus = np.minimum(plexus, vent)
-
-    # tissue fractions composited: wm base, then gm, deep gm, csf, ventricles, plexus
+    head = _head(rng, shape, s)
+    gm_frac, csf_frac = _cortex(rng, head, s)
+    deep, vent, plexus = _deep_structures(rng, head, s)
     layers = [("gm", gm_frac), ("deep_gm", deep), ("csf", csf_frac), ("csf", vent), ("plexus", plexus)]
-    texture = 1.0 + 0.03 * _smooth_noise(rng, shape, 1.5 / s)
-    channels = np.empty((4, *shape), np.float32)
-    for c in range(4):
-        value = np.full(shape, TISSUE["wm"][c], np.float32)
-        for name, frac in layers:
-            value = value * (1 - frac) + TISSUE[name][c] * frac
-        channels[c] = value * texture
-
-    label = np.zeros(shape, np.uint8)
-    lesions: list[Lesion] = []
-
-    def paint(kind_values: dict[str, np.ndarray], lesion_label: dict[str, int]) -> None:
-        for name, frac in kind_values.items():
-            het = 1.0 + 0.06 * _smooth_noise(rng, shape, 2.0 / s)
-            for c in range(4):
-                channels[c] = channels[c] * (1 - frac) + TISSUE[name][c] * het * frac
-            label[(frac > 0.5) & brain] = lesion_label[name]
-
-    # main tumours: 1 (sometimes 2), centred well inside the brain
-    n_tumours = 1 + int(rng.random() < 0.25)
-    for t in range(n_tumours):
-        for _ in range(100):
-            c_head = rng.uniform(-0.55, 0.55, 3) * np.array([ax, ay, az])
-            if np.sqrt(((c_head / [ax, ay, az]) ** 2).sum()) < 0.6:
-                break
-        core_r = rng.uniform(6.0, 18.0) * (0.7 if t else 1.0)
-        edema_margin = rng.uniform(5.0, 18.0)
-        kind = rng.choice(["ring", "solid", "non_enhancing"], p=[0.65, 0.15, 0.2])
-        irregular = _smooth_noise(rng, shape, 5.0 / s)
-        dist = np.sqrt(((x - c_head.reshape(3, 1, 1, 1).astype(np.float32)) ** 2).sum(0))
-        d_core = dist * (1.0 + 0.18 * irregular) - core_r
-        d_edema = dist * (1.0 + 0.3 * _smooth_noise(rng, shape, 6.0 / s)) - (core_r + edema_margin)
-        core = _fraction(d_core, s)
-        # vasogenic edema follows white matter: it stops ~6 mm short in grey matter, spares CSF
-        d_edema = d_edema + 6.0 * np.clip(gm_frac + deep, 0, 1) * (d_core > 3.0)
-        edema = _fraction(d_edema, s) * (1 - np.maximum(vent, csf_frac))
-        edema = np.minimum(edema, brain_frac)
-        paint({"edema": edema}, {"edema": 2})
-        if kind == "ring" and core_r > 7.5:
-            rim = rng.uniform(2.5, 4.5)
-            necrosis = _fraction(d_core + rim, s)
-            paint({"enhancing": core}, {"enhancing": 4})
-            paint({"necrosis": necrosis}, {"necrosis": 1})
-            labels = [1, 2, 4]
-        elif kind == "non_enhancing":
-            paint({"net_core": core}, {"net_core": 1})
-            labels = [1, 2]
-        else:
-            paint({"enhancing": core}, {"enhancing": 4})
-            labels = [2, 4]
-        centre_vox = np.linalg.solve(affine[:3, :3], pose.T @ c_head - affine[:3, 3])
-        lesions.append(
-            Lesion("tumour", tuple(pose.T @ c_head), tuple(centre_vox), 2 * (core_r + edema_margin), labels)
-        )
-
-    # small lesions (< 5 mm): enhancing nodules and FLAIR foci, centred on a voxel so it is labelled
+    canvas = _Canvas(_compose_tissues(rng, layers, shape, s), np.zeros(shape, np.uint8), head.brain, s)
+    tissue = {"gm": gm_frac, "deep": deep, "vent": vent, "csf": csf_frac}
+    lesions = [_add_tumour(rng, canvas, head, tissue, t) for t in range(1 + int(rng.random() < 0.25))]
     for _ in range(int(rng.integers(small_lesions[0], small_lesions[1] + 1))):
-        for _ in range(200):
-            v = np.array([rng.integers(4, n - 4) for n in shape])
-            if depth[tuple(v)] > 8.0 and label[tuple(v)] == 0 and vent[tuple(v)] < 0.1:
-                # keep a small lesion away from the tumours so it stays a lesion of its own
-                if all(
-                    np.abs(v - np.asarray(les.centre_vox)).max() * s > les.diameter_mm / 2 + 6
-                    for les in lesions
-                ):
-                    break
-        diameter = rng.uniform(2.5, 4.8)
-        centre_vox = v + rng.uniform(-0.2, 0.2, 3)
-        centre_world = affine[:3, :3] @ centre_vox + affine[:3, 3]
-        d = (
-            np.sqrt(((world - centre_world.reshape(3, 1, 1, 1).astype(np.float32)) ** 2).sum(0))
-            - diameter / 2
-        )
-        frac = _fraction(d, s)
-        frac[tuple(v)] = max(frac[tuple(v)], 0.75)  # the centre voxel is mostly lesion
-        is_nodule = rng.random() < 0.5
-        name, value = ("enhancing", 4) if is_nodule else ("edema", 2)
-        paint({name: frac}, {name: value})
-        lesions.append(Lesion("small", tuple(centre_world), tuple(centre_vox), diameter, [value]))
-
-    for les in lesions:  # labelled voxels within the lesion's extent
-        c = np.asarray(les.centre_vox)
-        r_vox = les.diameter_mm / 2 / s + 1
-        lo = np.maximum(np.floor(c - r_vox).astype(int), 0)
-        hi = np.minimum(np.ceil(c + r_vox).astype(int) + 1, shape)
-        box = label[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        les.voxels = int(np.isin(box, les.labels).sum())
-
-    # acquisition: bias field per channel, Rician noise, skull-stripped, scaled to int16
-    image = np.empty((4, *shape), np.float32)
-    for c in range(4):
-        bias = np.exp(0.12 * _smooth_noise(rng, shape, 25.0 / s)).astype(np.float32)
-        signal = channels[c] * bias * brain_frac
-        sigma = rng.uniform(0.015, 0.03)
-        noisy = np.sqrt(
-            (signal + sigma * rng.standard_normal(shape)) ** 2 + (sigma * rng.standard_normal(shape)) ** 2
-        )
-        noisy[brain_frac <= 0] = 0.0
-        scale = rng.uniform(300.0, 1500.0)
-        image[c] = np.round(noisy * scale)
-    label[~brain] = 0
-    return PhantomCase(case_id, image, label, affine, (s, s, s), lesions)
+        lesions.append(_add_small_lesion(rng, canvas, head, vent, lesions))
+    _count_lesion_voxels(lesions, canvas.label, s)
+    image = _acquire(rng, canvas.channels, head.brain_frac, s)
+    canvas.label[~head.brain] = 0
+    return PhantomCase(case_id, image, canvas.label, head.affine, (s, s, s), lesions)
 
 
 # --- writing datasets ------------------------------------------------------------------------------
