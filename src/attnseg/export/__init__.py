@@ -1,5 +1,6 @@
 """Deployment: ONNX export with embedded metadata, INT8 static quantization, an onnxruntime predictor."""
 
+from attnseg.export.model_file import export_model_file
 from attnseg.export.onnx import (
     DepthFoldedConv3d,
     ExportReport,
@@ -7,7 +8,6 @@ from attnseg.export.onnx import (
     build_metadata,
     check_parity,
     compare_logits,
-    export_model_file,
     export_onnx,
     fold_depth,
     metadata_from_model_file,

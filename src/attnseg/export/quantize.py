@@ -39,6 +39,8 @@ import torch
 from torch import nn
 
 from attnseg.errors import ConfigError, DataError, ModelFileError
+from attnseg.export.onnx import export_onnx, set_metadata
+from attnseg.export.runtime import make_session, metadata_of
 from attnseg.io.atomic import atomic_write
 
 FORMATS = ("qoperator", "qdq")
@@ -248,9 +250,6 @@ def quantize_model(
     below it raises ``ModelFileError`` and nothing is written.
     """
     import onnx
-
-    from attnseg.export.onnx import export_onnx, set_metadata
-    from attnseg.export.runtime import make_session, metadata_of
 
     calibration = [np.asarray(c, dtype=np.float32) for c in calibration]
     if len(calibration) <= holdout:
