@@ -6,6 +6,7 @@ checkpoints so that it can be replayed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -17,6 +18,7 @@ from typing import Any
 import yaml
 
 from attnseg.errors import ConfigError
+from attnseg.io.atomic import atomic_write_text
 
 
 @dataclass
@@ -341,7 +343,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to nested plain data (returns a new dict)."""
-    import copy
 
     data = copy.deepcopy(data)
     for text in overrides:
@@ -371,7 +372,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def save_yaml(path: str | Path, obj: Any) -> None:
-    from attnseg.io.atomic import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 

@@ -34,6 +34,8 @@ import numpy as np
 from scipy import ndimage
 
 from attnseg.errors import ConfigError
+from attnseg.io.atomic import atomic_write_text
+from attnseg.io.nifti import save_image
 
 CHANNELS = ("flair", "t1", "t1ce", "t2")
 MSD_CHANNELS = {"0": "FLAIR", "1": "T1w", "2": "t1gd", "3": "T2w"}
@@ -409,8 +411,6 @@ def write_phantom_dataset(
     and ``dataset.json``. Case ``i`` depends only on ``(seed, i)``, so more cases extend a set.
     ``phantom.json`` records the settings and every lesion (centre, diameter, labelled voxels).
     """
-    from attnseg.io.atomic import atomic_write_text
-    from attnseg.io.nifti import save_image
 
     if layout not in ("brats", "msd"):
         raise ConfigError(f"layout must be 'brats' or 'msd', got {layout!r}")

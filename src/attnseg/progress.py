@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
+from tqdm.auto import tqdm
+
 
 def is_terminal(stream: IO | None) -> bool:
     try:
@@ -133,8 +135,6 @@ def progress(
     """A tqdm bar on a terminal, a ``LineProgress`` elsewhere; both iterate ``iterable`` if given."""
     stream = file if file is not None else sys.stderr
     if is_terminal(stream):
-        from tqdm.auto import tqdm
-
         options = {"leave": not nested, **tqdm_options}
         return tqdm(
             iterable, total=total, initial=initial, desc=desc or None, unit=unit, file=stream, **options

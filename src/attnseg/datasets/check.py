@@ -36,6 +36,7 @@ import math
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from attnseg.datasets.base import Case, Dataset, Problem, spatial_dims_of
+from attnseg.datasets.discover import discover
 from attnseg.datasets.masks2d import mask_encoding_for, mask_set_encoding
 from attnseg.errors import DataError
 from attnseg.io.images2d import load_image2d, load_mask2d, read_size2d
@@ -409,8 +411,6 @@ def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int
     mask_problems, notes = _mask_encoding_problems(dataset)  # before the threads: decided once
     results: list[tuple[list[Problem], CaseInfo]]
     if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda c: _check_case(c, dataset, require_labels), dataset.cases))
     else:
@@ -500,7 +500,6 @@ def check(
     root: str | os.PathLike, layout: str = "auto", *, require_labels: bool = True, workers: int = 1, **options
 ) -> CheckReport:
     """Discover ``root`` and check it. Structural errors (no such folder, bad dataset.json) raise DataError."""
-    from attnseg.datasets.discover import discover
 
     dataset = discover(root, layout, **options)
     return check_dataset(dataset, require_labels=require_labels, workers=workers)

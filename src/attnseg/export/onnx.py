@@ -38,9 +38,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.export import Dim
 
+from attnseg import __version__
+from attnseg.config import ModelConfig, to_dict
 from attnseg.errors import ConfigError, ModelFileError
+from attnseg.export.runtime import make_session
 from attnseg.io.atomic import atomic_write
+from attnseg.models.card import read_model_card
 
 METADATA_KEY = "attnseg"
 FORMAT = "attnseg.onnx"
@@ -105,8 +110,6 @@ def build_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dic
     ``target_spacing_mm``), ``spacing_mm``, ``channel_names``, ``mirror_axes`` (the axes flipped in
     training, which ``--tta`` mirrors).
     """
-    from attnseg import __version__
-    from attnseg.config import ModelConfig, to_dict
 
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
@@ -132,7 +135,6 @@ def metadata_from_model_file(path: str | Path) -> dict[str, Any]:
     """The model file's card as ONNX metadata entries (``attnseg.models.card.ModelCard.to_dict``:
     target, patch size, preprocessing, spacing, channel names, training flips), read with the same
     function predict uses, plus the attnseg version that wrote the model file."""
-    from attnseg.models.card import read_model_card
 
     card = read_model_card(path)
     return {**card.to_dict(), "model_file_version": card.version}
@@ -212,8 +214,6 @@ def _export_core(
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers():
                 warnings.simplefilter("ignore")
                 if kind == "dynamo":
-                    from torch.export import Dim
-
                     shapes = None
                     if dynamic:
                         shapes = ({0: Dim("batch"), **{2 + i: Dim(f"p{i}") for i in range(spatial)}},)
@@ -451,7 +451,6 @@ def check_parity(
     what: str = "exported model",
 ) -> ParityReport:
     """Run PyTorch and onnxruntime on ``x``; raise ``ModelFileError`` beyond ``tolerance`` (None: report only)."""
-    from attnseg.export.runtime import make_session
 
     with torch.no_grad():
         reference = model.eval()(x)

@@ -38,10 +38,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from attnseg.config import PreprocessConfig, from_dict
+from attnseg.datasets import discover, load_case
 from attnseg.errors import ConfigError, DataError, ModelFileError
 from attnseg.export.onnx import export_onnx, set_metadata
 from attnseg.export.runtime import make_session, metadata_of
 from attnseg.io.atomic import atomic_write
+from attnseg.training.data import preprocess as preprocess_case
 
 FORMATS = ("qoperator", "qdq")
 INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger")
@@ -92,9 +95,6 @@ def calibration_windows(
     z-score inside the non-zero region). Half of the windows (``foreground_fraction``) are centred
     on a labelled voxel so that the tumour's activation range is calibrated too.
     """
-    from attnseg.config import PreprocessConfig, from_dict
-    from attnseg.datasets import discover, load_case
-    from attnseg.training.data import preprocess as preprocess_case
 
     dataset = discover(data_root)
     cases = list(dataset.cases)

@@ -17,8 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+import cc3d
 import numpy as np
 import torch
+
+from attnseg.datasets.regions import regions_to_labels
 
 __all__ = [
     "keep_largest_component",
@@ -85,7 +88,6 @@ def regions_to_label_map(
 ) -> np.ndarray:
     """``(R, *spatial)`` masks (channels in ``regions``' order) -> label map: painted in ``order``
     (region, value) when given, else smallest region wins (``regions_to_labels``)."""
-    from attnseg.datasets.regions import regions_to_labels
 
     return regions_to_labels(np.asarray(masks, dtype=bool), regions, fill=fill, order=order)
 
@@ -104,7 +106,6 @@ def _connectivity(ndim: int, connectivity: int | None) -> int:
 
 def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
     """Component ids (0 = off) and the voxel count of each id."""
-    import cc3d
 
     ids = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity)
     return ids, np.bincount(ids.ravel())

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attnseg.progress import progress as progress_lines
+
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 __all__ = [
@@ -295,8 +297,6 @@ def _accumulate(
 
     batches = range(0, len(jobs), batch_size)
     if progress:
-        from attnseg.progress import progress as progress_lines
-
         batches = progress_lines(batches, desc="windows", unit="batch", nested=True)
     for first in batches:
         chunk = jobs[first : first + batch_size]

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import tifffile
+from PIL import Image, UnidentifiedImageError
 
 from attnseg.errors import DataError
 from attnseg.io.atomic import atomic_write
@@ -52,7 +54,6 @@ def _is_tiff(path: Path) -> bool:
 
 def _read_tiff(path: Path) -> np.ndarray:
     """A single-page TIFF as (H, W) or (H, W, S), whatever the planar configuration on disk."""
-    import tifffile
 
     with tifffile.TiffFile(str(path)) as tif:
         series = tif.series[0]
@@ -70,7 +71,6 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 
 def _read_pillow(path: Path, *, keep_palette: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
@@ -168,7 +168,6 @@ def mask_to_indices(
 def _is_palette(path: Path) -> bool:
     if _is_tiff(path):
         return False
-    from PIL import Image
 
     try:
         with Image.open(path) as img:
@@ -229,8 +228,6 @@ def read_size2d(path: PathLike) -> tuple[tuple[int, int], int]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if _is_tiff(path):
-        import tifffile
-
         try:
             with tifffile.TiffFile(str(path)) as tif:
                 series = tif.series[0]
@@ -240,7 +237,6 @@ def read_size2d(path: PathLike) -> tuple[tuple[int, int], int]:
         channels = shape[axes.index("S")] if "S" in axes else 1
         hw = tuple(s for s, a in zip(shape, axes) if a != "S")
         return (int(hw[0]), int(hw[1])), int(channels)
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
@@ -254,7 +250,6 @@ def read_size2d(path: PathLike) -> tuple[tuple[int, int], int]:
 
 
 def _save_png(path: PathLike, data: np.ndarray) -> Path:
-    from PIL import Image
 
     path = Path(path)
     if path.suffix.lower() != ".png":

@@ -37,6 +37,7 @@ from attnseg.metrics.surface import (
     surface_metrics,
     volume_diagonal_mm,
 )
+from attnseg.progress import progress as progress_lines
 
 # Label values of each region. BraTS 2017-2020: 1 NCR/NET, 2 ED, 4 ET. BraTS 2012-2015: 1 necrosis,
 # 2 oedema, 3 non-enhancing, 4 enhancing. BraTS 2023+: 1 NCR, 2 ED, 3 ET.
@@ -383,8 +384,6 @@ def evaluate_folders(
 
     iterator: Iterable[str] = case_ids
     if progress:
-        from attnseg.progress import progress as progress_lines
-
         iterator = progress_lines(case_ids, desc="evaluate", unit="case")
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     ndim = 3

@@ -30,6 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
 
 from attnseg.metrics.overlap import ArrayLike, as_mask, check_pair, resolve_spacing
@@ -41,7 +42,6 @@ ALLOWED_CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
 
 def connected_components(mask: ArrayLike, connectivity: int | None = None) -> tuple[np.ndarray, int]:
     """Label the connected components of a 2D/3D mask: (labels 0..n with 0 = background, n)."""
-    import cc3d
 
     m = as_mask(mask)
     if m.ndim not in (2, 3):

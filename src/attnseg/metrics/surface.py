@@ -32,7 +32,9 @@ import math
 import os
 from collections.abc import Sequence
 
+import edt
 import numpy as np
+from scipy.spatial import cKDTree
 
 from attnseg.metrics.overlap import ArrayLike, as_mask, check_pair, resolve_spacing
 
@@ -104,7 +106,6 @@ def volume_diagonal_mm(shape: Sequence[int], spacing_mm: float | Sequence[float]
 
 
 def _directed_kdtree(src_mm: np.ndarray, dst_mm: np.ndarray, threads: int) -> np.ndarray:
-    from scipy.spatial import cKDTree
 
     return cKDTree(dst_mm, leafsize=32).query(src_mm, k=1, workers=threads)[0]
 
@@ -112,7 +113,6 @@ def _directed_kdtree(src_mm: np.ndarray, dst_mm: np.ndarray, threads: int) -> np
 def _directed_edt(
     src: np.ndarray, dst: np.ndarray, box_start: np.ndarray, box_shape: tuple[int, ...], spacing, threads
 ) -> np.ndarray:
-    import edt
 
     free = np.ones(box_shape, dtype=bool)  # zeros of the transform = surface voxels of dst
     free[tuple((dst - box_start).T)] = False

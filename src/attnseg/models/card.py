@@ -38,6 +38,7 @@ from typing import Any
 
 from attnseg.config import PreprocessConfig, from_dict, load_yaml, to_dict, training_mirror_axes
 from attnseg.errors import ConfigError, ModelFileError
+from attnseg.models.checkpoint import read_model_file
 
 __all__ = [
     "CARD_KEYS",
@@ -249,7 +250,6 @@ def _target(target: Mapping[str, Any] | None, out_channels: int, where: str) -> 
 def _payload(source: Any, path: str | os.PathLike | None) -> tuple[Mapping[str, Any], Path | None]:
     if isinstance(source, Mapping):
         return source, Path(path) if path is not None else None
-    from attnseg.models.checkpoint import read_model_file
 
     file = Path(source)
     if file.suffix.lower() == ".onnx":

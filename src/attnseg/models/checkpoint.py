@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnseg import __version__
 from attnseg.config import ModelConfig, to_dict
 from attnseg.errors import ConfigError, ModelFileError
 from attnseg.io.atomic import atomic_write
+from attnseg.models.registry import build_model
 
 FORMAT = "attnseg.model"
 FORMAT_VERSION = 1
@@ -42,7 +44,6 @@ def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
 
 def model_payload(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dict ``save_model`` writes; training checkpoints add their own keys to it."""
-    from attnseg import __version__
 
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
@@ -127,7 +128,6 @@ def model_from_payload(
 ) -> nn.Module:
     """The model of a payload ``read_model_file`` returned (eval mode), so that a caller that also
     reads the payload's card (``attnseg.models.card.read_model_card``) loads the file once."""
-    from attnseg.models.registry import build_model
 
     try:
         model = build_model(payload["model_config"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,6 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, device: torch.device) -> 
     """DDP over the parameters that currently require grad (re-wrap after freezing changes)."""
     if not info.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [device.index] if device.type == "cuda" else None
     return DDP(model, device_ids=ids)

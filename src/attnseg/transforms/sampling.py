@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import edt
 import numpy as np
 
 from attnseg.config import AugmentConfig
@@ -140,7 +141,6 @@ def voxel_weight_map(
     voxels on a boundary), as in U-Net's weight map (Ronneberger et al. 2015) for semantic labels.
     Values not in ``classes`` get weight 0.
     """
-    import edt
 
     label = np.asarray(label)
     lut_keys = np.asarray(list(classes))
