@@ -393,7 +393,7 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
 
 def _quickstart_run(args: argparse.Namespace) -> int:
     """Phantom data -> train an Attention U-Net -> evaluate held-out cases (about 10 min on a CPU)."""
-    from attnseg.quickstart import QuickstartSettings, quickstart
+    from attnseg.experiments.quickstart import QuickstartSettings, quickstart
 
     settings = QuickstartSettings(
         n_train=args.train_cases,
@@ -470,7 +470,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 def _compare_run(args: argparse.Namespace) -> int:
     """Train UNet and AttentionUNet identically, evaluate both on the same held-out cases, paired tests."""
-    from attnseg.compare import CompareSettings, compare
+    from attnseg.experiments.compare import CompareSettings, compare
 
     if args.demo and args.data:
         from attnseg.errors import ConfigError

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from attnseg.compare import (
+from attnseg.experiments.compare import (
     MODELS,
     CompareSettings,
     bootstrap_mean_ci,
