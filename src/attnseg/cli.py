@@ -339,7 +339,7 @@ def _train_run(args: argparse.Namespace) -> int:
 def _visualize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.pt) or run folder; a run folder alone: its training curves")
     p.add_argument("case", nargs="?", help="image file, dataset folder or case folder")
-    p.add_argument("--out", help="PNG to write (default <case id>_<axis>.png, or RUN/training_curves.png)")
+    p.add_argument("--out", help="PNG to write (default <case id>_<axis>.png, or RUN/training_curve.png)")
     p.add_argument("--slice", type=int, help="slice index (default: the slice with the most foreground)")
     p.add_argument("--axis", choices=["ax", "co", "sa"], default="ax", help="axial, coronal or sagittal")
     p.add_argument("--gate", type=int, action="append", help="show this gate only (repeatable; 0 = deepest)")
