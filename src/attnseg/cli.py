@@ -339,7 +339,7 @@ def _train_run(args: argparse.Namespace) -> int:
 def _visualize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file (.pt) or run folder; a run folder alone: its training curves")
     p.add_argument("case", nargs="?", help="image file, dataset folder or case folder")
-    p.add_argument("--out", help="PNG to write (default <case id>_<axis>.png, or RUN/training_curves.png)")
+    p.add_argument("--out", help="PNG to write (default <case id>_<axis>.png, or RUN/training_curve.png)")
     p.add_argument("--slice", type=int, help="slice index (default: the slice with the most foreground)")
     p.add_argument("--axis", choices=["ax", "co", "sa"], default="ax", help="axial, coronal or sagittal")
     p.add_argument("--gate", type=int, action="append", help="show this gate only (repeatable; 0 = deepest)")
@@ -393,7 +393,7 @@ def _quickstart_args(p: argparse.ArgumentParser) -> None:
 
 def _quickstart_run(args: argparse.Namespace) -> int:
     """Phantom data -> train an Attention U-Net -> evaluate held-out cases (about 10 min on a CPU)."""
-    from attnseg.quickstart import QuickstartSettings, quickstart
+    from attnseg.experiments.quickstart import QuickstartSettings, quickstart
 
     settings = QuickstartSettings(
         n_train=args.train_cases,
@@ -470,7 +470,7 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 def _compare_run(args: argparse.Namespace) -> int:
     """Train UNet and AttentionUNet identically, evaluate both on the same held-out cases, paired tests."""
-    from attnseg.compare import CompareSettings, compare
+    from attnseg.experiments.compare import CompareSettings, compare
 
     if args.demo and args.data:
         from attnseg.errors import ConfigError

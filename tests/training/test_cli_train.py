@@ -1,4 +1,4 @@
-"""`attnseg train` and `attnseg quickstart` end to end on tiny phantom data."""
+"""`attnseg train` end to end on tiny phantom data (quickstart: tests/experiments/test_quickstart.py)."""
 
 from __future__ import annotations
 
@@ -64,23 +64,6 @@ def test_train_cli_reports_config_errors_in_one_line(tmp_path, tiny_phantom, cap
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("attnseg train: error: unknown setting(s) optim.nme") and "\n" not in err
-
-
-def test_quickstart_cli_tiny(tmp_path, capsys):
-    out = tmp_path / "qs"
-    args = ["quickstart", "--out", str(out), "--train-cases", "3", "--test-cases", "1", "--no-figures",
-            "--set", "train.epochs=1", "--set", "train.iters_per_epoch=2", "--set", "model.features=[4,8,16]",
-            "--set", "train.progress=false"]  # fmt: skip
-    assert main(args) == 0
-    printed = capsys.readouterr().out
-    assert "WT Dice" in printed and "Phantom_000" in printed and "whole-tumour Dice" in printed
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["mean"]) == {"WT", "TC", "ET"}
-    assert 0.0 <= results["mean"]["WT"]["dice"] <= 1.0
-    assert results["training"]["iterations"] == 2
-    assert (out / "predictions" / "Phantom_000.nii.gz").is_file()
-    assert main(args) == 2  # a second quickstart into the same folder needs --overwrite
-    assert main([*args, "--overwrite"]) == 0
 
 
 def test_train_progress_off_a_terminal_is_one_line_per_epoch(tmp_path, tiny_phantom, capsys):

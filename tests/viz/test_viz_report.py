@@ -21,12 +21,12 @@ import pytest
 
 from attnseg.cli import main
 from attnseg.errors import DataError
+from attnseg.metrics.stats import higher_is_better
 from attnseg.viz.report import (
     _example_cases,
     _fmt,
     build_compare_report,
     build_report,
-    higher_is_better,
     paired_tests,
     read_evaluation,
 )

@@ -123,7 +123,7 @@ def test_cli_run_folder_curves(tmp_path, capsys):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     assert main(["visualize", str(run)]) == 0
     assert "training curves of run" in capsys.readouterr().out
-    with Image.open(run / "training_curves.png") as png:
+    with Image.open(run / "training_curve.png") as png:
         assert png.size == (1300, 380)
 
 

@@ -1,4 +1,5 @@
-"""Segmentation metrics in millimetres: overlap, surface distances, lesion detection, case evaluation.
+"""Segmentation metrics in millimetres: overlap, surface distances, lesion detection, case evaluation,
+and paired statistics of two models on the same cases (``attnseg.metrics.stats``).
 
 Conventions (surfaces, HD95, empty masks, lesions) are in docs/metrics.md and the module docstrings.
 """
@@ -10,6 +11,7 @@ from attnseg.metrics.evaluate import (
     evaluate_folders,
     find_label_files,
     format_summary,
+    pooled_metrics,
     summarize,
 )
 from attnseg.metrics.lesions import (
@@ -19,6 +21,7 @@ from attnseg.metrics.lesions import (
     match_lesions,
 )
 from attnseg.metrics.overlap import confusion, dice, iou, overlap_metrics
+from attnseg.metrics.stats import HIGHER_IS_BETTER, bootstrap_mean_ci, higher_is_better, paired_statistics
 from attnseg.metrics.surface import (
     average_surface_distance,
     hausdorff_distance,
@@ -29,9 +32,11 @@ from attnseg.metrics.surface import (
 )
 
 __all__ = [
+    "HIGHER_IS_BETTER",
     "REGION_PRESETS",
     "EvaluationResult",
     "average_surface_distance",
+    "bootstrap_mean_ci",
     "confusion",
     "connected_components",
     "dice",
@@ -41,10 +46,13 @@ __all__ = [
     "find_label_files",
     "format_summary",
     "hausdorff_distance",
+    "higher_is_better",
     "iou",
     "lesion_metrics",
     "match_lesions",
     "overlap_metrics",
+    "paired_statistics",
+    "pooled_metrics",
     "summarize",
     "surface_distances",
     "surface_metrics",

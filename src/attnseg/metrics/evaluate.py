@@ -492,14 +492,19 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def _pooled(rows: list[Mapping[str, float]]) -> dict[str, float]:
-    """Sums over cases, and the rates computed from the sums (each case weighted by its size)."""
-    if not rows or not all(k in rows[0] for k in ("tp_vox", "fp_vox", "fn_vox")):
+def pooled_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Sums of the counts (``POOLED_COUNTS``) over cases, and the rates computed from the sums (each
+    case weighted by its size): ``dice_global`` from the voxel counts, lesion sensitivity and
+    precision and small-lesion sensitivity and FNR from the lesion counts (1, 1, 1 and 0 when there
+    is nothing to count). Example: small lesions 1 (missed) and 3 (2 found) pool to 2/4, not to the
+    mean of 0 and 2/3."""
+    if not rows:
         return {}
     tot = {k: float(sum(r[k] for r in rows)) for k in POOLED_COUNTS if k in rows[0]}
-    tp, fp, fn = tot["tp_vox"], tot["fp_vox"], tot["fn_vox"]
     pooled = dict(tot)
-    pooled["dice_global"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    if {"tp_vox", "fp_vox", "fn_vox"} <= tot.keys():
+        tp, fp, fn = tot["tp_vox"], tot["fp_vox"], tot["fn_vox"]
+        pooled["dice_global"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
     if "n_truth_lesions" in tot:
         n_t, n_p = tot["n_truth_lesions"], tot["n_pred_lesions"]
         n_s = tot["n_small_lesions"]
@@ -530,7 +535,7 @@ def summarize(
             name: {metric: _stats([r[metric] for r in rows]) for metric in rows[0]}
             for name, rows in targets.items()
         },
-        "pooled": {name: _pooled(rows) for name, rows in targets.items()},
+        "pooled": {name: pooled_metrics(rows) for name, rows in targets.items()},
     }
 
 

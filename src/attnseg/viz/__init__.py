@@ -1,4 +1,7 @@
-"""Seeing the model: attention-map figures, Grad-CAM, training curves and a self-contained HTML report."""
+"""Seeing the model: attention-map figures, Grad-CAM and a self-contained HTML report.
+
+A run's training curves are drawn by ``attnseg.training.report.plot_training_curves`` (training
+refreshes them while it runs); ``attnseg visualize RUN`` (``viz.visualize``) calls it."""
 
 from attnseg.viz.figures import (
     ModelOutput,

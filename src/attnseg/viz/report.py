@@ -13,8 +13,9 @@ Sections: summary per class/region (mean ± sample std, median), the sortable pe
 plots of Dice and HD95, and the best, median and worst cases (by the mean Dice over targets) drawn
 with the truth, the prediction and, when the model is given, every attention gate's map. A
 comparison adds the paired table: per target and metric, both means, the mean paired difference
-(B - A), how many cases improved, and a two-sided Wilcoxon signed-rank p-value (scipy; zero
-differences dropped; p = 1 when every difference is zero).
+(B - A), how many cases improved, and a two-sided Wilcoxon signed-rank p-value (zero differences
+dropped; p = 1 when every difference is zero): ``attnseg.metrics.stats``, whose one direction table
+(``HIGHER_IS_BETTER``) also decides the colours.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from typing import Any
 import numpy as np
 
 from attnseg.errors import DataError
+from attnseg.metrics.stats import higher_is_better, paired_statistics
 
 __all__ = [
     "CaseFigures",
     "Evaluation",
     "build_compare_report",
     "build_report",
-    "higher_is_better",
     "make_report",
     "paired_tests",
     "read_evaluation",
@@ -66,23 +67,6 @@ TABLE_METRICS = (
     "small_lesion_sensitivity",
 )
 PAIRED_METRICS = ("dice", "HD", "assd_mm", "sensitivity", "fpr", "small_lesion_fnr")
-LOWER_IS_BETTER_PREFIXES = (
-    "hd",
-    "assd",
-    "fpr",
-    "fnr",
-    "small_lesion_fnr",
-    "volume_diff",
-    "n_fp",
-    "fp_",
-    "fn_",
-)
-
-
-def higher_is_better(metric: str) -> bool:
-    """Dice, IoU, sensitivity, precision, specificity: higher is better; distances, error rates and
-    volume differences: lower is better."""
-    return not metric.startswith(LOWER_IS_BETTER_PREFIXES)
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -229,11 +213,13 @@ def _table_metrics(evaluation: Evaluation, metrics: Sequence[str] | None = None)
     return out
 
 
-def paired_tests(a: Evaluation, b: Evaluation, metrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Per target and metric over the cases both evaluations share: means, mean difference (B - A),
-    cases where B is better / worse, and the two-sided Wilcoxon signed-rank p-value."""
-    from scipy.stats import wilcoxon
-
+def paired_tests(
+    a: Evaluation, b: Evaluation, metrics: Sequence[str] | None = None, *, n_boot: int = 10000
+) -> list[dict[str, Any]]:
+    """Per target and metric over the cases both evaluations share: the paired statistics of
+    :func:`attnseg.metrics.stats.paired_statistics` (means, mean difference B - A with its bootstrap
+    CI, cases where B is better / worse by the metric's direction, two-sided Wilcoxon signed-rank
+    p-value) with ``target`` and ``metric``."""
     rows = []
     for target in [t for t in a.targets if t in b.targets]:
         for m in metrics or PAIRED_METRICS:
@@ -244,27 +230,13 @@ def paired_tests(a: Evaluation, b: Evaluation, metrics: Sequence[str] | None = N
             cases = [c for c in va if c in vb]
             if not cases:
                 continue
-            xa = np.array([va[c] for c in cases])
-            xb = np.array([vb[c] for c in cases])
-            diff = xb - xa
-            sign = 1.0 if higher_is_better(key_a) else -1.0
-            if np.all(diff == 0):
-                p = 1.0
-            else:
-                p = float(wilcoxon(xb, xa, zero_method="wilcox", alternative="two-sided").pvalue)
-            rows.append(
-                {
-                    "target": target,
-                    "metric": key_a,
-                    "n": len(cases),
-                    "mean_a": float(xa.mean()),
-                    "mean_b": float(xb.mean()),
-                    "mean_diff": float(diff.mean()),
-                    "b_better": int(np.sum(sign * diff > 0)),
-                    "b_worse": int(np.sum(sign * diff < 0)),
-                    "p_value": p,
-                }
+            st = paired_statistics(
+                [va[c] for c in cases],
+                [vb[c] for c in cases],
+                higher_is_better=higher_is_better(key_a),
+                n_boot=n_boot,
             )
+            rows.append({"target": target, "metric": key_a, **st})
     return rows
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from attnseg.errors import ConfigError, DataError, ModelFileError
 from attnseg.io.paths import strip_image_suffix
+from attnseg.training.report import CURVE_NAME, is_run_folder, plot_training_curves
 from attnseg.viz.figures import (
     VIEW_NAMES,
     case_figure,
@@ -502,10 +503,9 @@ def visualize(
     **options: Any,
 ) -> VisualizeResult:
     """``attnseg visualize``: a run folder without a case -> its training curves
-    (``RUN/training_curves.png`` by default); a model (file or run folder) and a case -> the case
-    figure (``<case id>_<axis>.png`` by default)."""
-    from attnseg.viz.curves import is_run_folder, plot_training_curves
-
+    (``RUN/training_curve.png`` by default: the file training keeps up to date, redrawn by the same
+    :func:`attnseg.training.report.plot_training_curves`); a model (file or run folder) and a case ->
+    the case figure (``<case id>_<axis>.png`` by default)."""
     model = Path(model)
     dpi = int(options.pop("dpi", 100))
     if case is None:
@@ -513,7 +513,7 @@ def visualize(
             raise DataError(
                 f"{model}: not a run folder (no metrics.jsonl / metrics.csv); to draw a case pass MODEL CASE"
             )
-        path = plot_training_curves(model, Path(out) if out else model / "training_curves.png", dpi=dpi)
+        path = plot_training_curves(model, Path(out) if out else model / CURVE_NAME, dpi=dpi)
         return VisualizeResult(path, model.name, "", None, 3, kind="curves")
     view = options.get("view", "ax")
     case_id = options.pop("case_id", None)

@@ -15,8 +15,13 @@ compared case by case:
   the prediction touches), the lesion counts pooled over cases;
 - per model: parameters, training time and iterations, inference time per case;
 - per metric: the mean paired difference (attention - plain) with a bootstrap 95% CI and the
-  two-sided Wilcoxon signed-rank p-value over cases (``paired_statistics``). Few cases mean low
-  power: with n non-zero differences the exact test cannot go below 2 / 2^n (6 cases: 0.031).
+  two-sided Wilcoxon signed-rank p-value over cases (``attnseg.metrics.stats.paired_statistics``,
+  metric directions from ``attnseg.metrics.stats.HIGHER_IS_BETTER``). Few cases mean low power:
+  with n non-zero differences the exact test cannot go below 2 / 2^n (6 cases: 0.031).
+
+``compare`` is orchestration: prepare (data, held-out split, one configuration file), train each
+pair, score the held-out cases, paired tables, write the outputs; each step returns a dataclass
+the next one takes. The statistics are in ``attnseg.metrics.stats``, the report in ``attnseg.viz``.
 
 Output folder::
 
@@ -48,8 +53,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from attnseg import phantom
+from attnseg.config import RunConfig, apply_overrides, load_yaml, parse_override, save_yaml, to_dict
+from attnseg.datasets import discover, load_case
+from attnseg.datasets.splits import make_dataset_splits, save_splits
 from attnseg.errors import ConfigError, DataError
+from attnseg.inference.predict import PredictOptions, load_for_inference, predict_case
+from attnseg.io.atomic import atomic_write_text
+from attnseg.io.images2d import save_mask2d
+from attnseg.io.nifti import save_image
+from attnseg.metrics.evaluate import evaluate_case, per_case_csv, pooled_metrics, summarize
+from attnseg.metrics.stats import group_values, higher_is_better, mean_over_runs, paired_statistics
+from attnseg.training.loop import TrainResult
+from attnseg.training.run import load_run_config, train
+from attnseg.viz.report import build_compare_report, read_evaluation
+from attnseg.viz.visualize import case_figure_maker
 
 #: (model.name, display name); the first is the baseline (A), the second the challenger (B).
 MODELS: tuple[tuple[str, str], tuple[str, str]] = (("unet", "UNet"), ("attention_unet", "AttentionUNet"))
@@ -73,20 +93,40 @@ DEMO_RECIPE: tuple[str, ...] = (
     "augment.p_elastic=0.0",
 )
 
-#: metric -> True when higher is better. These are compared case by case; the table shows more.
-PAIRED_METRICS: dict[str, bool] = {
-    "dice": True,
-    "hd95_mm": False,
-    "hd_mm": False,
-    "assd_mm": False,
-    "sensitivity": True,
-    "fpr": False,
-    "fp_vox": False,
-    "n_fp_lesions": False,
-    "n_detected_lesions": True,
-    "n_small_detected": True,  # the truth lesions are the same for both models: a paired count
-    "lesion_precision": True,
-}
+#: Metrics compared case by case (directions: ``attnseg.metrics.stats.higher_is_better``); the
+#: table shows more. ``n_small_detected``: the truth lesions are the same for both models, a paired count.
+PAIRED_METRICS: tuple[str, ...] = (
+    "dice",
+    "hd95_mm",
+    "hd_mm",
+    "assd_mm",
+    "sensitivity",
+    "fpr",
+    "fp_vox",
+    "n_fp_lesions",
+    "n_detected_lesions",
+    "n_small_detected",
+    "lesion_precision",
+)
+
+#: Columns of paired.csv, one row per class/region and metric.
+PAIRED_COLUMNS = (
+    "target", "metric", "unit", "higher_is_better", "n", "n_nonzero", "mean_a", "mean_b", "mean_diff",
+    "ci_low", "ci_high", "wilcoxon_statistic", "p_value", "min_p", "b_better", "b_worse",
+)  # fmt: skip
+
+#: Table columns that are means over cases (the others pool lesion counts over cases).
+MEAN_COLUMNS = (
+    "dice",
+    "hd95_mm",
+    "hd_mm",
+    "assd_mm",
+    "sensitivity",
+    "precision",
+    "fpr",
+    "fp_vox",
+    "n_fp_lesions",
+)
 
 #: Columns of the table (compare.csv), per model and class/region; means over cases unless pooled.
 TABLE_COLUMNS = (
@@ -109,80 +149,7 @@ TABLE_COLUMNS = (
 )
 
 
-# --- pure statistics ------------------------------------------------------------------------------------
-def bootstrap_mean_ci(
-    values: Sequence[float], *, n_boot: int = 10000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean: resample the values with replacement
-    ``n_boot`` times (``np.random.default_rng(seed)``), take the mean of each resample, and return
-    the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles of those means."""
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 1 or x.size == 0:
-        raise ValueError(f"bootstrap needs a non-empty 1D sequence, got shape {x.shape}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def paired_statistics(
-    a: Sequence[float],
-    b: Sequence[float],
-    *,
-    higher_is_better: bool = True,
-    n_boot: int = 10000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Paired comparison of two models' values on the same cases (``a[i]``, ``b[i]``: case i).
-
-    - ``mean_diff``: mean of ``b - a``; ``ci_low``/``ci_high``: its percentile-bootstrap CI;
-    - ``p_value``: two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, zero differences
-      dropped, exact distribution for small n without ties); 1.0 when every difference is zero;
-    - ``min_p``: the smallest p the exact test can give with this many non-zero differences,
-      2 / 2^n: below 0.05 only from n = 6 on, a reminder that few cases mean low power;
-    - ``b_better``/``b_worse``: cases where b improves on a / is worse (direction per metric).
-    """
-    from scipy.stats import wilcoxon
-
-    xa = np.asarray(a, dtype=np.float64)
-    xb = np.asarray(b, dtype=np.float64)
-    if xa.shape != xb.shape or xa.ndim != 1 or xa.size == 0:
-        raise ValueError(
-            f"paired values need two equal non-empty 1D sequences, got {xa.shape} and {xb.shape}"
-        )
-    if not (np.all(np.isfinite(xa)) and np.all(np.isfinite(xb))):
-        raise ValueError("paired values must be finite")
-    diff = xb - xa
-    nonzero = int(np.count_nonzero(diff))
-    if nonzero == 0:
-        p, statistic = 1.0, 0.0
-    else:
-        res = wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
-        p, statistic = float(res.pvalue), float(res.statistic)
-    lo, hi = bootstrap_mean_ci(diff, n_boot=n_boot, confidence=confidence, seed=seed)
-    sign = 1.0 if higher_is_better else -1.0
-    return {
-        "n": int(diff.size),
-        "n_nonzero": nonzero,
-        "mean_a": float(xa.mean()),
-        "mean_b": float(xb.mean()),
-        "mean_diff": float(diff.mean()),
-        "ci_low": lo,
-        "ci_high": hi,
-        "wilcoxon_statistic": statistic,
-        "p_value": min(1.0, max(0.0, p)),
-        "min_p": min(1.0, 2.0 / 2.0**nonzero) if nonzero else 1.0,
-        "b_better": int(np.count_nonzero(sign * diff > 0)),
-        "b_worse": int(np.count_nonzero(sign * diff < 0)),
-    }
-
-
+# --- configuration and table helpers -------------------------------------------------------------------
 def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested configurations (missing keys count)."""
     out: list[str] = []
@@ -199,68 +166,24 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str =
 _MISSING = object()
 
 
-def pooled_rate(numerators: Sequence[float], denominators: Sequence[float], if_empty: float = 1.0) -> float:
-    """sum(numerators) / sum(denominators), ``if_empty`` when there is nothing to count."""
-    den = float(np.sum(denominators))
-    return float(np.sum(numerators)) / den if den else float(if_empty)
-
-
 def table_row(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """One table row (``TABLE_COLUMNS``) from per-case metric rows of one model and class/region:
-    means over cases, and lesion rates pooled over cases (detected / total summed over cases)."""
+    means over cases, and lesion rates pooled over cases (``attnseg.metrics.evaluate.pooled_metrics``:
+    detected / total summed over cases)."""
     if not rows:
         raise ValueError("no cases")
-    mean = {m: float(np.mean([r[m] for r in rows])) for m in rows[0]}
-    n_truth = [r["n_truth_lesions"] for r in rows]
-    n_pred = [r["n_pred_lesions"] for r in rows]
-    small = [r["n_small_lesions"] for r in rows]
-    small_hit = [r["n_small_detected"] for r in rows]
-    return {
-        "dice": mean["dice"],
-        "hd95_mm": mean["hd95_mm"],
-        "hd_mm": mean["hd_mm"],
-        "assd_mm": mean["assd_mm"],
-        "sensitivity": mean["sensitivity"],
-        "precision": mean["precision"],
-        "fpr": mean["fpr"],
-        "fp_vox": mean["fp_vox"],
-        "n_fp_lesions": mean["n_fp_lesions"],
-        "small_detected": float(np.sum(small_hit)),
-        "small_total": float(np.sum(small)),
-        "small_lesion_detection": pooled_rate(small_hit, small),
-        "lesions_detected": float(np.sum([r["n_detected_lesions"] for r in rows])),
-        "lesions_total": float(np.sum(n_truth)),
-        "lesion_sensitivity": pooled_rate([r["n_detected_lesions"] for r in rows], n_truth),
-        "lesion_precision": pooled_rate([p - r["n_fp_lesions"] for p, r in zip(n_pred, rows)], n_pred),
-    }
-
-
-def group_values(
-    per_case: Mapping[str, Mapping[str, Mapping[str, float]]], group_of: Mapping[str, str]
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Per-case metrics -> per-group metrics (e.g. the slices of one patient -> the patient): counts
-    (``n_*``, ``*_vox``) are summed over the group's cases, every other metric is averaged. Groups
-    come in the order of their first case. Where the voxel counts are there, ``volume_dice`` is the
-    Dice of the group's stacked slices, 2 TP / (2 TP + FP + FN) from the summed counts (1 when both
-    are empty): the per-patient Dice of 2D slice studies, which the mean of slice Dice is not (a
-    tumour-free slice with any false positive has Dice 0 and weighs as much as a tumour slice)."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    members: dict[str, list[str]] = {}
-    for c in per_case:
-        members.setdefault(group_of[c], []).append(c)
-    for g, cases in members.items():
-        out[g] = {}
-        for t, row in per_case[cases[0]].items():
-            out[g][t] = {}
-            for m in row:
-                values = [per_case[c][t][m] for c in cases]
-                summed = m.startswith("n_") or m.endswith("_vox")
-                out[g][t][m] = float(np.sum(values) if summed else np.mean(values))
-            counts = out[g][t]
-            if {"tp_vox", "fp_vox", "fn_vox"} <= counts.keys():
-                den = 2 * counts["tp_vox"] + counts["fp_vox"] + counts["fn_vox"]
-                counts["volume_dice"] = float(2 * counts["tp_vox"] / den) if den else 1.0
-    return out
+    pooled = pooled_metrics(rows)
+    row = {m: float(np.mean([r[m] for r in rows])) for m in MEAN_COLUMNS}
+    row.update(
+        small_detected=pooled["n_small_detected"],
+        small_total=pooled["n_small_lesions"],
+        small_lesion_detection=pooled["small_lesion_sensitivity"],
+        lesions_detected=pooled["n_detected_lesions"],
+        lesions_total=pooled["n_truth_lesions"],
+        lesion_sensitivity=pooled["lesion_sensitivity"],
+        lesion_precision=pooled["lesion_precision"],
+    )
+    return row
 
 
 # --- settings and result --------------------------------------------------------------------------------
@@ -307,6 +230,49 @@ class CompareResult:
     files: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class ComparePlan:
+    """What both models train on and are scored on (:func:`prepare`). ``settings.test_data`` is the
+    demo's held-out folder when the data are phantoms."""
+
+    out: Path
+    data: Path
+    settings: CompareSettings
+    config: RunConfig
+    test_set: Any  # the held-out cases' dataset (DATA itself when they are a fold of it)
+    train_ids: list[str]
+    test_ids: list[str]
+    started: float  # time.perf_counter() at the start of the comparison
+
+
+@dataclass
+class HeldOutScores:
+    """Both models on the held-out cases (:func:`score_held_out`). ``per_case``: model -> seed ->
+    case -> target -> metric; ``targets``: target -> label values; ``groups``: case -> patient (the
+    case itself when the layout records none)."""
+
+    per_case: dict[str, dict[int, dict[str, dict[str, dict[str, float]]]]]
+    infer_s: dict[str, list[float]]
+    targets: dict[str, list[int]]
+    truth_files: dict[str, str]
+    groups: dict[str, str]
+    parameters: dict[str, int]
+
+
+@dataclass
+class PairedTables:
+    """The comparison's numbers (:func:`paired_tables`). ``averaged``: model -> case -> target ->
+    metric, the mean over seeds; ``units``: the same per paired unit (case, or patient)."""
+
+    models: dict[str, dict[str, Any]]
+    table: list[dict[str, Any]]
+    paired: list[dict[str, Any]]
+    unit: str
+    unit_ids: list[str]
+    averaged: dict[str, dict[str, dict[str, dict[str, float]]]]
+    units: dict[str, dict[str, dict[str, dict[str, float]]]]
+
+
 # --- helpers --------------------------------------------------------------------------------------------
 def budget_overrides(iterations: int | None, minutes: float | None) -> list[str]:
     """``--iterations N``: ceil(N / 50) epochs of ceil(N / epochs) iterations (whole epochs, so the
@@ -329,8 +295,6 @@ def budget_overrides(iterations: int | None, minutes: float | None) -> list[str]
 
 
 def _check_user_overrides(overrides: Sequence[str]) -> None:
-    from attnseg.config import parse_override
-
     for text in overrides:
         keys, _ = parse_override(text)
         key = ".".join(keys)
@@ -361,8 +325,6 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def _demo_data(out: Path, s: CompareSettings, log: Callable[[str], None]) -> tuple[Path, Path]:
     """Phantom training and held-out sets (reused when a previous demo wrote the same ones)."""
-    from attnseg import phantom
-
     paths = []
     for name, n, seed in (("data", s.demo_train, s.demo_seed), ("test", s.demo_test, s.demo_seed + 1000)):
         folder = out / name
@@ -393,9 +355,6 @@ def _demo_data(out: Path, s: CompareSettings, log: Callable[[str], None]) -> tup
 
 def _held_out(data_root: Path, s: CompareSettings) -> tuple[Any, Any, list[str], list[str]]:
     """(training dataset, held-out dataset, training ids, held-out ids)."""
-    from attnseg.datasets import discover
-    from attnseg.datasets.splits import make_dataset_splits
-
     dataset = discover(data_root)
     labelled = [c.case_id for c in dataset.cases if c.label is not None]
     if s.test_data is not None:
@@ -430,11 +389,7 @@ def _targets(settings) -> tuple[dict[str, Any], dict[str, list[int]]]:
 
 
 def _save_prediction(path: Path, labels: np.ndarray, meta) -> Path:
-    from attnseg.io.nifti import save_image
-
     if labels.ndim == 2 and getattr(meta, "header", None) is None:
-        from attnseg.io.images2d import save_mask2d
-
         path = path.with_suffix("").with_suffix(".png") if path.name.endswith(".nii.gz") else path
         save_mask2d(path, labels)
     else:
@@ -447,8 +402,6 @@ def _count_parameters(module) -> int:
 
 
 def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> None:
-    from attnseg.io.atomic import atomic_write_text
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -471,27 +424,34 @@ def compare(
     """Train UNet and AttentionUNet identically, evaluate both on the same held-out cases, compare
     them case by case; write the files of the module docstring and return the table. ``data`` None:
     phantom demo data written under ``out`` first."""
-    import torch
-
-    from attnseg.config import RunConfig, apply_overrides, save_yaml, to_dict
-    from attnseg.datasets import load_case
-    from attnseg.datasets.splits import save_splits
-    from attnseg.inference.predict import PredictOptions, load_for_inference, predict_case
-    from attnseg.metrics.evaluate import evaluate_case
-    from attnseg.training.run import load_run_config, train
-
     s = settings or CompareSettings()
-    out = Path(out)
     if not s.seeds:
         raise ConfigError("--seeds: give at least one seed")
     if len(set(s.seeds)) != len(s.seeds):
         raise ConfigError(f"--seeds {list(s.seeds)}: each seed once")
     _check_user_overrides(overrides)
+    out = Path(out)
     _prepare_out(out, overwrite)
     if s.threads > 0:
         torch.set_num_threads(s.threads)
-    started = time.perf_counter()
+    plan = prepare(data, out, s, config_file, overrides, log)
+    runs = train_pairs(plan, log)
+    scores = score_held_out(plan, runs)
+    tables = paired_tables(plan, runs, scores)
+    return write_outputs(plan, scores, tables, log)
 
+
+def prepare(
+    data: str | Path | None,
+    out: Path,
+    s: CompareSettings,
+    config_file: str | Path | None,
+    overrides: Sequence[str],
+    log: Callable[[str], None],
+) -> ComparePlan:
+    """Phantom data when ``data`` is None; the held-out cases; ``OUT/splits.json``; ``OUT/config.yaml``
+    (defaults <- demo recipe <- ``config_file`` <- ``overrides`` <- budget, split)."""
+    started = time.perf_counter()
     demo = data is None
     if demo:
         data, test_root = _demo_data(out, s, log)
@@ -499,8 +459,6 @@ def compare(
     data = Path(data)
     dataset, test_set, train_ids, test_ids = _held_out(data, s)
     splits_file = save_splits(out / "splits.json", [{"train": train_ids, "val": []}], k=1, seed=s.split_seed)
-
-    # one configuration file for both models: defaults <- demo recipe <- --config <- --set
     base = to_dict(RunConfig())
     if demo:
         base = apply_overrides(base, list(DEMO_RECIPE))
@@ -516,88 +474,33 @@ def compare(
         + (f" or {config.train.time_limit_s:g} s" if config.train.time_limit_s else "")
         + f"; config {out / 'config.yaml'}"
     )
+    return ComparePlan(out, data, s, config, test_set, train_ids, test_ids, started)
 
-    # --- train: for each seed, both models from the same file ---
-    runs: dict[int, dict[str, Any]] = {}
-    for k, seed in enumerate(s.seeds):
+
+def train_pairs(plan: ComparePlan, log: Callable[[str], None]) -> dict[int, dict[str, TrainResult]]:
+    """For each seed, both models from ``OUT/config.yaml`` (overrides: ``model.name``, ``train.seed``);
+    seed -> model name -> training result. Checks that the two runs of a seed differ in name only."""
+    runs: dict[int, dict[str, TrainResult]] = {}
+    for k, seed in enumerate(plan.settings.seeds):
         runs[seed] = {}
         # alternate which model trains first, so one-time start-up costs do not always hit the same one
         for name, display in MODELS if k % 2 == 0 else tuple(reversed(MODELS)):
-            run_dir = out / "runs" / f"seed{seed}" / name
+            run_dir = plan.out / "runs" / f"seed{seed}" / name
             log(f"\n=== training {display} (seed {seed}) -> {run_dir}")
-            result = train(
-                data,
+            runs[seed][name] = train(
+                plan.data,
                 run_dir,
-                config_file=out / "config.yaml",
+                config_file=plan.out / "config.yaml",
                 overrides=[f"model.name={name}", f"train.seed={seed}"],
                 log=log,
             )
-            runs[seed][name] = result
-        _check_fair(out / "runs" / f"seed{seed}")
-
-    # --- predict and evaluate: each case once loaded, both models in turn ---
-    loaded = {
-        (seed, name): load_for_inference(runs[seed][name].run_dir / "model.pt", "cpu")
-        for seed in s.seeds
-        for name, _ in MODELS
-    }
-    first = loaded[(s.seeds[0], MODELS[0][0])].settings
-    target_arg, targets = _targets(first)
-    per_case: dict[str, dict[int, dict[str, dict[str, dict[str, float]]]]] = {
-        name: {seed: {} for seed in s.seeds} for name, _ in MODELS
-    }
-    infer_s: dict[str, list[float]] = {name: [] for name, _ in MODELS}
-    truth_files: dict[str, str] = {}
-    group_of = dict(zip(test_set.case_ids, test_set.groups))
-    batch = s.infer_batch_size or (16 if first.spatial_dims == 2 else 2)
-    for i, case_id in enumerate(test_ids):
-        case = test_set.case(case_id)
-        image, truth, meta = load_case(case, test_set)
-        truth_files[case_id] = str(case.label)
-        spacing = tuple(meta.spacing_mm)[: truth.ndim] if meta.spacing_mm else None
-        order = [n for n, _ in MODELS] if i % 2 == 0 else [n for n, _ in reversed(MODELS)]
-        for seed in s.seeds:  # alternate which model goes first: a load spike or a cold cache hits both
-            for name in order:
-                model = loaded[(seed, name)]
-                options = PredictOptions(
-                    batch_size=batch, autocast=runs[seed][name].summary.get("precision") == "bf16"
-                )
-                pred = predict_case(model, image, meta.spacing_mm, options, case_id=case_id)
-                infer_s[name].append(pred.seconds)
-                _save_prediction(
-                    runs[seed][name].run_dir / "predictions" / f"{case_id}.nii.gz", pred.labels, meta
-                )
-                per_case[name][seed][case_id] = evaluate_case(
-                    pred.labels,
-                    truth,
-                    spacing,
-                    **target_arg,
-                    small_lesion_diameter_mm=s.small_lesion_diameter_mm,
-                )
-    groups = {c: group_of.get(c, c) for c in test_ids}
-    return _finish(
-        out,
-        s,
-        config,
-        runs,
-        loaded,
-        per_case,
-        infer_s,
-        targets,
-        test_ids,
-        groups,
-        truth_files,
-        data,
-        started,
-        log,
-    )
+        _check_fair(plan.out / "runs" / f"seed{seed}")
+    return runs
 
 
 def _check_fair(seed_dir: Path) -> None:
     """The two runs of one seed must have the same configuration except ``model.name``, and the
     same split (a bug guard: compare built them from one file)."""
-    from attnseg.config import load_yaml
-
     (a, _), (b, _) = MODELS
     diff = config_differences(
         load_yaml(seed_dir / a / "config.yaml"), load_yaml(seed_dir / b / "config.yaml")
@@ -610,149 +513,201 @@ def _check_fair(seed_dir: Path) -> None:
         raise AssertionError(f"{seed_dir}: the two runs have different splits")
 
 
-def _mean_over_seeds(per_seed: Mapping[int, Mapping[str, Mapping[str, Mapping[str, float]]]]):
-    """case -> target -> metric -> mean over seeds (the paired unit is the case)."""
-    seeds = list(per_seed)
-    cases = list(per_seed[seeds[0]])
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for c in cases:
-        out[c] = {}
-        for t, row in per_seed[seeds[0]][c].items():
-            out[c][t] = {m: float(np.mean([per_seed[sd][c][t][m] for sd in seeds])) for m in row}
-    return out
-
-
-def _finish(
-    out,
-    s,
-    config,
-    runs,
-    loaded,
-    per_case,
-    infer_s,
-    targets,
-    test_ids,
-    groups,
-    truth_files,
-    data,
-    started,
-    log,
-):
-    from attnseg.config import to_dict
-    from attnseg.io.atomic import atomic_write_text
-    from attnseg.metrics.evaluate import per_case_csv, summarize
-
+def score_held_out(plan: ComparePlan, runs: Mapping[int, Mapping[str, TrainResult]]) -> HeldOutScores:
+    """Each held-out case loaded once and predicted by every model, alternating which goes first (a
+    load spike or a cold cache hits both); predictions saved in each run's ``predictions/``; scored
+    with ``attnseg.metrics.evaluate_case``."""
+    s = plan.settings
     names = [n for n, _ in MODELS]
-    display = dict(MODELS)
-    models: dict[str, dict[str, Any]] = {}
-    for name in names:
-        results = [runs[seed][name] for seed in s.seeds]
-        module = loaded[(s.seeds[0], name)].predictor
-        models[name] = {
-            "display": display[name],
-            "parameters": _count_parameters(module),
-            "train_s": float(np.mean([r.seconds for r in results])),
-            "train_s_per_seed": [float(r.seconds) for r in results],
-            "iterations": [int(r.iterations) for r in results],
-            "stopped": [r.stopped for r in results],
-            "precision": results[0].summary.get("precision"),
-            "last_loss": [r.summary.get("last_loss") for r in results],
-            # median: robust to a load spike on a shared machine; every time is in infer_s
-            "infer_s_per_case": float(np.median(infer_s[name])),
-            "infer_s": [float(v) for v in infer_s[name]],
-            "run_dirs": [str(r.run_dir) for r in results],
-        }
+    loaded = {
+        (seed, name): load_for_inference(runs[seed][name].run_dir / "model.pt", "cpu")
+        for seed in s.seeds
+        for name in names
+    }
+    first = loaded[(s.seeds[0], names[0])].settings
+    target_arg, targets = _targets(first)
+    scores = HeldOutScores(
+        per_case={name: {seed: {} for seed in s.seeds} for name in names},
+        infer_s={name: [] for name in names},
+        targets=targets,
+        truth_files={},
+        groups={},
+        parameters={n: _count_parameters(loaded[(s.seeds[0], n)].predictor) for n in names},
+    )
+    group_of = dict(zip(plan.test_set.case_ids, plan.test_set.groups))
+    batch = s.infer_batch_size or (16 if first.spatial_dims == 2 else 2)
+    for i, case_id in enumerate(plan.test_ids):
+        case = plan.test_set.case(case_id)
+        image, truth, meta = load_case(case, plan.test_set)
+        scores.truth_files[case_id] = str(case.label)
+        scores.groups[case_id] = group_of.get(case_id, case_id)
+        spacing = tuple(meta.spacing_mm)[: truth.ndim] if meta.spacing_mm else None
+        order = names if i % 2 == 0 else names[::-1]
+        for seed in s.seeds:
+            for name in order:
+                run = runs[seed][name]
+                options = PredictOptions(batch_size=batch, autocast=run.summary.get("precision") == "bf16")
+                pred = predict_case(loaded[(seed, name)], image, meta.spacing_mm, options, case_id=case_id)
+                scores.infer_s[name].append(pred.seconds)
+                _save_prediction(run.run_dir / "predictions" / f"{case_id}.nii.gz", pred.labels, meta)
+                scores.per_case[name][seed][case_id] = evaluate_case(
+                    pred.labels,
+                    truth,
+                    spacing,
+                    **target_arg,
+                    small_lesion_diameter_mm=s.small_lesion_diameter_mm,
+                )
+    return scores
 
-    # table rows: model x target, over every (seed, case)
-    table: list[dict[str, Any]] = []
+
+def paired_tables(
+    plan: ComparePlan, runs: Mapping[int, Mapping[str, TrainResult]], scores: HeldOutScores
+) -> PairedTables:
+    """Per model: parameters and times. Table: one row per model and target over every (seed,
+    case). Paired tests (``attnseg.metrics.stats``) over cases, or patients when the held-out cases
+    are slices of patients, on each case's values averaged over seeds."""
+    s = plan.settings
+    names = [n for n, _ in MODELS]
+    models = {name: _model_summary(name, [runs[seed][name] for seed in s.seeds], scores) for name in names}
+    table = []
     for name in names:
-        for t in targets:
-            rows = [per_case[name][seed][c][t] for seed in s.seeds for c in test_ids]
-            row = {"model": display[name], "model_name": name, "target": t, "n_cases": len(test_ids)}
-            row["n_seeds"] = len(s.seeds)
-            row.update(table_row(rows))
+        for t in scores.targets:
+            rows = [scores.per_case[name][seed][c][t] for seed in s.seeds for c in plan.test_ids]
+            row = {"model": models[name]["display"], "model_name": name, "target": t}
+            row.update(n_cases=len(plan.test_ids), n_seeds=len(s.seeds), **table_row(rows))
             row["parameters"] = models[name]["parameters"]
             row["train_s"] = models[name]["train_s"]
             row["iterations"] = int(np.mean(models[name]["iterations"]))
             row["infer_s_per_case"] = models[name]["infer_s_per_case"]
             table.append(row)
 
-    # paired tests over cases, or patients (values averaged over seeds)
-    averaged = {name: _mean_over_seeds(per_case[name]) for name in names}
-    by_patient = any(groups[c] != c for c in test_ids)
-    unit = "patient" if by_patient else "case"
-    units = {name: group_values(averaged[name], groups) if by_patient else averaged[name] for name in names}
+    averaged = {name: mean_over_runs(scores.per_case[name]) for name in names}
+    by_patient = any(scores.groups[c] != c for c in plan.test_ids)
+    units = {n: group_values(averaged[n], scores.groups) if by_patient else averaged[n] for n in names}
     unit_ids = list(units[names[0]])
-    paired_metrics = dict(PAIRED_METRICS)
-    if by_patient and all("volume_dice" in units[n][u][t] for n in names for u in unit_ids for t in targets):
-        paired_metrics = {"dice": True, "volume_dice": True, **PAIRED_METRICS}
+    metrics = PAIRED_METRICS
+    if by_patient and all(
+        "volume_dice" in units[n][u][t] for n in names for u in unit_ids for t in scores.targets
+    ):
+        metrics = ("dice", "volume_dice", *(m for m in PAIRED_METRICS if m != "dice"))
         for row in table:  # the mean over patients of each patient's volume Dice
             row["volume_dice"] = float(
                 np.mean([units[row["model_name"]][u][row["target"]]["volume_dice"] for u in unit_ids])
             )
-    paired: list[dict[str, Any]] = []
+    unit = "patient" if by_patient else "case"
+    paired = []
     a, b = names
-    for t in targets:
-        for metric, higher in paired_metrics.items():
-            va = [units[a][u][t][metric] for u in unit_ids]
-            vb = [units[b][u][t][metric] for u in unit_ids]
-            st = paired_statistics(va, vb, higher_is_better=higher, n_boot=s.n_boot, seed=0)
+    for t in scores.targets:
+        for metric in metrics:
+            higher = higher_is_better(metric)
+            st = paired_statistics(
+                [units[a][u][t][metric] for u in unit_ids],
+                [units[b][u][t][metric] for u in unit_ids],
+                higher_is_better=higher,
+                n_boot=s.n_boot,
+                seed=0,
+            )
             paired.append({"target": t, "metric": metric, "unit": unit, "higher_is_better": higher, **st})
+    return PairedTables(models, table, paired, unit, unit_ids, averaged, units)
 
-    # per-model evaluation folders (the report's input) and the files
-    files: dict[str, str] = {}
-    eval_dirs = {}
-    for name in names:
-        folder = out / "eval" / name
-        summary = summarize(
-            averaged[name],
-            settings={
-                "targets": targets,
-                "percentile": 95.0,
-                "hd_convention": "max",
-                "small_lesion_diameter_mm": s.small_lesion_diameter_mm,
-                "seeds": list(s.seeds),
-                "pred_dir": str(out / "runs" / f"seed{s.seeds[0]}" / name / "predictions"),
-                "truth_dir": str(s.test_data or data),
-            },
-        )
-        atomic_write_text(folder / "metrics_per_case.csv", per_case_csv(averaged[name]))
-        atomic_write_text(folder / "summary.json", json.dumps(summary, indent=1) + "\n")
-        eval_dirs[name] = folder
+
+def _model_summary(name: str, results: Sequence[TrainResult], scores: HeldOutScores) -> dict[str, Any]:
+    """One model's parameters, training and inference times over its seeds."""
+    return {
+        "display": dict(MODELS)[name],
+        "parameters": scores.parameters[name],
+        "train_s": float(np.mean([r.seconds for r in results])),
+        "train_s_per_seed": [float(r.seconds) for r in results],
+        "iterations": [int(r.iterations) for r in results],
+        "stopped": [r.stopped for r in results],
+        "precision": results[0].summary.get("precision"),
+        "last_loss": [r.summary.get("last_loss") for r in results],
+        # median: robust to a load spike on a shared machine; every time is in infer_s
+        "infer_s_per_case": float(np.median(scores.infer_s[name])),
+        "infer_s": [float(v) for v in scores.infer_s[name]],
+        "run_dirs": [str(r.run_dir) for r in results],
+    }
+
+
+def write_outputs(
+    plan: ComparePlan, scores: HeldOutScores, tables: PairedTables, log: Callable[[str], None]
+) -> CompareResult:
+    """``OUT/eval/<model>/``, ``compare.csv``, ``paired.csv``, the printed text, ``report.html``
+    (when asked) and ``compare.json``; prints the text."""
+    out, s = plan.out, plan.settings
+    names = [n for n, _ in MODELS]
+    eval_dirs = {name: _write_evaluation(plan, scores, tables, name) for name in names}
     table_cols = [
         "model", "model_name", "target", "n_cases", "n_seeds", *TABLE_COLUMNS,
         "parameters", "train_s", "iterations", "infer_s_per_case",
     ]  # fmt: skip
-    if "volume_dice" in table[0]:
+    if "volume_dice" in tables.table[0]:
         table_cols.insert(table_cols.index("dice") + 1, "volume_dice")
-    paired_cols = [
-        "target", "metric", "unit", "higher_is_better", "n", "n_nonzero", "mean_a", "mean_b", "mean_diff",
-        "ci_low", "ci_high", "wilcoxon_statistic", "p_value", "min_p", "b_better", "b_worse",
-    ]  # fmt: skip
-    _write_csv(out / "compare.csv", table, table_cols)
-    _write_csv(out / "paired.csv", paired, paired_cols)
-    files.update(csv=str(out / "compare.csv"), paired=str(out / "paired.csv"))
-
+    _write_csv(out / "compare.csv", tables.table, table_cols)
+    _write_csv(out / "paired.csv", tables.paired, PAIRED_COLUMNS)
+    files = {"csv": str(out / "compare.csv"), "paired": str(out / "paired.csv")}
     text = format_table(
-        table, paired, models, len(test_ids), list(s.seeds), s.small_lesion_diameter_mm, unit, len(unit_ids)
+        tables.table,
+        tables.paired,
+        tables.models,
+        len(plan.test_ids),
+        list(s.seeds),
+        s.small_lesion_diameter_mm,
+        tables.unit,
+        len(tables.unit_ids),
     )
-    text += "\n" + format_case_deltas(units, names, unit_ids, list(targets), unit)
-    report_path = None
-    if s.report:
-        report_path = _report(out, eval_dirs, names, display, paired, s, data, log)
-        if report_path is not None:
-            files["report"] = str(report_path)
-    payload = {
-        "models": {n: {"name": n, **m} for n, m in models.items()},
-        "baseline": a,
-        "challenger": b,
-        "data": str(data),
+    text += "\n" + format_case_deltas(tables.units, names, tables.unit_ids, list(scores.targets), tables.unit)
+    report_path = _report(plan, eval_dirs, tables.paired, log) if s.report else None
+    if report_path is not None:
+        files["report"] = str(report_path)
+    payload = _payload(plan, scores, tables, text)
+    atomic_write_text(out / "compare.json", json.dumps(payload, indent=1) + "\n")
+    files["json"] = str(out / "compare.json")
+    log("")
+    log(text)
+    log(f"\nfiles: {', '.join(files.values())}; total {payload['wall_s'] / 60:.1f} min")
+    return CompareResult(
+        out, tables.table, tables.paired, payload["models"], list(plan.test_ids), text, report_path, files
+    )
+
+
+def _write_evaluation(plan: ComparePlan, scores: HeldOutScores, tables: PairedTables, name: str) -> Path:
+    """``OUT/eval/<model>/``: metrics_per_case.csv and summary.json as ``attnseg evaluate`` writes
+    them, of the per-case values averaged over seeds (the report's input)."""
+    s = plan.settings
+    folder = plan.out / "eval" / name
+    summary = summarize(
+        tables.averaged[name],
+        settings={
+            "targets": scores.targets,
+            "percentile": 95.0,
+            "hd_convention": "max",
+            "small_lesion_diameter_mm": s.small_lesion_diameter_mm,
+            "seeds": list(s.seeds),
+            "pred_dir": str(plan.out / "runs" / f"seed{s.seeds[0]}" / name / "predictions"),
+            "truth_dir": str(s.test_data or plan.data),
+        },
+    )
+    atomic_write_text(folder / "metrics_per_case.csv", per_case_csv(tables.averaged[name]))
+    atomic_write_text(folder / "summary.json", json.dumps(summary, indent=1) + "\n")
+    return folder
+
+
+def _payload(plan: ComparePlan, scores: HeldOutScores, tables: PairedTables, text: str) -> dict[str, Any]:
+    """``compare.json``: everything, with settings, per-case values per seed and timings."""
+    s = plan.settings
+    names = [n for n, _ in MODELS]
+    return {
+        "models": {n: {"name": n, **m} for n, m in tables.models.items()},
+        "baseline": names[0],
+        "challenger": names[1],
+        "data": str(plan.data),
         "held_out": {
-            "source": str(s.test_data or data),
-            "cases": list(test_ids),
-            "truth": truth_files,
-            "paired_unit": unit,
-            "units": unit_ids,
+            "source": str(s.test_data or plan.data),
+            "cases": list(plan.test_ids),
+            "truth": scores.truth_files,
+            "paired_unit": tables.unit,
+            "units": tables.unit_ids,
         },
         "settings": {
             "seeds": list(s.seeds),
@@ -766,51 +721,41 @@ def _finish(
             "n_boot": s.n_boot,
             "confidence": 0.95,
         },
-        "config": to_dict(config),
+        "config": to_dict(plan.config),
         "identical_except": ["model.name"],
-        "table": table,
-        "paired": paired,
-        "per_case": {n: {str(seed): per_case[n][seed] for seed in s.seeds} for n in names},
-        "wall_s": time.perf_counter() - started,
+        "table": tables.table,
+        "paired": tables.paired,
+        "per_case": {n: {str(seed): scores.per_case[n][seed] for seed in s.seeds} for n in names},
+        "wall_s": time.perf_counter() - plan.started,
         "text": text,
     }
-    atomic_write_text(out / "compare.json", json.dumps(payload, indent=1) + "\n")
-    files["json"] = str(out / "compare.json")
-    log("")
-    log(text)
-    log(f"\nfiles: {', '.join(files.values())}; total {payload['wall_s'] / 60:.1f} min")
-    return CompareResult(out, table, paired, payload["models"], list(test_ids), text, report_path, files)
 
 
-def _report(out, eval_dirs, names, display, paired, s, data, log) -> Path | None:
+def _report(
+    plan: ComparePlan, eval_dirs: Mapping[str, Path], paired: Sequence[Mapping[str, Any]], log
+) -> Path | None:
     """The HTML report in compare mode (attnseg.viz.report); a failure here never fails the run."""
-    try:
-        from attnseg.viz.report import build_compare_report, higher_is_better, read_evaluation
-    except ImportError as exc:
-        log(f"report skipped: {exc}")
-        return None
-    # the report colours a difference by viz's own metric direction; keep rows it reads the same way
-    rows = [r for r in paired if higher_is_better(r["metric"]) == r["higher_is_better"]]
+    s = plan.settings
+    (a, da), (b, db) = MODELS
     makers = [None, None]
     if s.figures:
         try:
-            from attnseg.viz.visualize import case_figure_maker
-
-            truth_root = s.test_data or data
             makers = [
-                case_figure_maker(truth_root, model=out / "runs" / f"seed{s.seeds[0]}" / n / "model.pt")
-                for n in names
+                case_figure_maker(
+                    s.test_data or plan.data, model=plan.out / "runs" / f"seed{s.seeds[0]}" / n / "model.pt"
+                )
+                for n in (a, b)
             ]
         except Exception as exc:  # noqa: BLE001 -- figures are a bonus; the table is the result
             log(f"report figures skipped: {type(exc).__name__}: {exc}")
     try:
         return build_compare_report(
-            read_evaluation(eval_dirs[names[0]]),
-            read_evaluation(eval_dirs[names[1]]),
-            out / "report.html",
-            names=(display[names[0]], display[names[1]]),
-            title=f"{display[names[0]]} vs {display[names[1]]} on the same held-out cases",
-            paired=rows,
+            read_evaluation(eval_dirs[a]),
+            read_evaluation(eval_dirs[b]),
+            plan.out / "report.html",
+            names=(da, db),
+            title=f"{da} vs {db} on the same held-out cases",
+            paired=paired,
             case_figure_a=makers[0],
             case_figure_b=makers[1],
         )
@@ -1005,15 +950,14 @@ __all__ = [
     "DEMO_RECIPE",
     "MODELS",
     "PAIRED_METRICS",
+    "ComparePlan",
     "CompareResult",
     "CompareSettings",
-    "bootstrap_mean_ci",
+    "HeldOutScores",
+    "PairedTables",
     "budget_overrides",
     "compare",
     "config_differences",
     "format_table",
-    "group_values",
-    "paired_statistics",
-    "pooled_rate",
     "table_row",
 ]

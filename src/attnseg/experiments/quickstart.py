@@ -5,16 +5,20 @@
 2. trains an Attention U-Net on the training set (``attnseg.training.run.train``, a small recipe
    tuned for a 2-core CPU: bf16 autocast, whole-volume patches, Dice + CE on the WT/TC/ET regions);
 3. predicts the held-out cases with the saved ``model.pt`` (sliding window, as ``attnseg predict``);
-4. scores them (Dice and HD95 per region, ``attnseg.metrics.evaluate_case``), writes figures and
-   ``results.json``, and prints the table.
+4. scores them (Dice and HD95 per region, ``attnseg.metrics.evaluate_case``), draws the first cases
+   (``attnseg.viz.visualize``, as ``attnseg visualize``), writes ``results.json`` and prints the table.
+
+Orchestration only: :func:`quickstart` calls these steps in turn, passing :class:`QuickstartData`
+and the training result; the maths and the figures are the library's.
 
 Everything lands under ``--out`` (default ``quickstart/``)::
 
     OUT/data/  OUT/test/        phantom cases (BraTS layout)
-    OUT/run/                    the training run (config.yaml, checkpoints, metrics, curves, model.pt)
+    OUT/run/                    the training run (config.yaml, checkpoints, metrics, training_curve.png,
+                                model.pt)
     OUT/predictions/            one label map per test case (NIfTI)
-    OUT/figures/                training curve and figures of the first 3 test cases (truth, prediction, gates)
-    OUT/results.json            per-case and mean metrics, timings
+    OUT/figures/                figures of the first 3 test cases (input, truth, gates, prediction)
+    OUT/results.json            per-case and mean metrics, timings, the figures (with the run's curve)
 """
 
 from __future__ import annotations
@@ -28,8 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from attnseg import phantom
 from attnseg.errors import ConfigError
+from attnseg.inference.predict import PredictOptions, predict_folder
+from attnseg.io.atomic import atomic_write_text
+from attnseg.io.nifti import load_label
+from attnseg.metrics import evaluate_case
+from attnseg.training.loop import TrainResult
+from attnseg.training.report import CURVE_NAME
+from attnseg.training.run import train
+from attnseg.viz.visualize import load_model_bundle, visualize_case
 
 #: The training recipe (``--set`` keys); measured on a 2-core CPU, see the README.
 QUICK_RECIPE: tuple[str, ...] = (
@@ -85,9 +99,6 @@ def evaluate_predictions(
     test_root: Path, pred_dir: Path, case_ids: Sequence[str]
 ) -> dict[str, dict[str, dict[str, float]]]:
     """``{case: {region: {"dice", "hd95_mm"}}}`` for BraTS regions WT/TC/ET (HD95 in mm)."""
-    from attnseg.io.nifti import load_label
-    from attnseg.metrics import evaluate_case
-
     out = {}
     for case_id in case_ids:
         truth, meta = load_label(test_root / case_id / f"{case_id}_seg.nii.gz")
@@ -121,51 +132,13 @@ def format_table(per_case: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
-def _figures(out: Path, model_file: Path, test_root: Path, case_ids: Sequence[str], log) -> list[Path]:
-    """A figure for each of the first test cases (input channels, truth, gate maps, prediction)
-    and the training curve."""
-    written = []
-    try:
-        import torch
+@dataclass
+class QuickstartData:
+    """The phantom sets (:func:`write_data`): training and held-out folders, held-out case ids."""
 
-        from attnseg.datasets import discover, load_case
-        from attnseg.inference.predict import load_for_inference
-        from attnseg.io.nifti import load_label
-        from attnseg.models import load_model
-        from attnseg.training.data import preprocess
-        from attnseg.viz import case_figure, forward_with_attention, save_figure
-        from attnseg.viz.curves import plot_training_curves
-    except ImportError as exc:  # figures are a bonus; the table is the result
-        log(f"figures skipped: {exc}")
-        return written
-    fig_dir = out / "figures"
-    try:
-        written.append(plot_training_curves(out / "run", fig_dir / "training_curve.png"))
-    except Exception as exc:  # noqa: BLE001 -- a figure must never fail the quickstart
-        log(f"training-curve figure skipped: {exc}")
-    try:
-        settings = load_for_inference(model_file, "cpu").settings
-        model = load_model(model_file)
-        dataset = discover(test_root)
-        for case_id in list(case_ids)[:MAX_CASE_FIGURES]:
-            image, label, meta = load_case(dataset.case(case_id), dataset)
-            image, _, _ = preprocess(image, None, meta.spacing_mm, settings.preprocess)
-            pred, _ = load_label(out / "predictions" / f"{case_id}.nii.gz")
-            with torch.inference_mode():
-                output = forward_with_attention(model, image)
-            fig = case_figure(
-                image,
-                spacing_mm=meta.spacing_mm,
-                label=label,
-                prediction=pred,
-                maps=output.maps,
-                channel_names=dataset.channel_names,
-                title=f"{case_id} (held out)",
-            )
-            written.append(save_figure(fig, fig_dir / f"{case_id}.png"))
-    except Exception as exc:  # noqa: BLE001
-        log(f"case figures skipped: {type(exc).__name__}: {exc}")
-    return written
+    train: Path
+    test: Path
+    case_ids: list[str]
 
 
 def quickstart(
@@ -177,13 +150,6 @@ def quickstart(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole quickstart (see the module docstring); returns ``results.json``'s content."""
-    import torch
-
-    from attnseg import phantom
-    from attnseg.inference.predict import PredictOptions, predict_folder
-    from attnseg.io.atomic import atomic_write_text
-    from attnseg.training.run import train
-
     s = settings or QuickstartSettings()
     out = Path(out)
     if s.n_train < 2 or s.n_test < 1:
@@ -194,33 +160,63 @@ def quickstart(
     if s.threads > 0:
         torch.set_num_threads(s.threads)
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    cpu_started = time.process_time()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    data = write_data(out, s, timings, log)
+    result = train_model(out, s, data, timings, log)
+    per_case = predict_and_score(out, data, result, timings)
+    written: list[Path] = []
+    if figures:
+        t = time.perf_counter()
+        written = draw_figures(out, data, log)
+        timings["figures_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - started
+    timings["process_cpu_s"] = time.process_time() - cpu_started
+    results = _results(s, result, per_case, timings, written)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
+    _print_results(out, s, results, log)
+    return results
 
+
+def write_data(out: Path, s: QuickstartSettings, timings: dict[str, float], log) -> QuickstartData:
+    """``OUT/data`` (training) and ``OUT/test`` (held out, another seed) phantom sets."""
     t = time.perf_counter()
-    data = phantom.write_phantom_dataset(
+    train_root = phantom.write_phantom_dataset(
         out / "data", s.n_train, s.seed, shape=s.shape, spacing_mm=s.spacing_mm
     )
-    test = phantom.write_phantom_dataset(
+    test_root = phantom.write_phantom_dataset(
         out / "test", s.n_test, s.seed + 1000, shape=s.shape, spacing_mm=s.spacing_mm
     )
     timings["data_s"] = time.perf_counter() - t
     log(
-        f"phantom data: {s.n_train} training cases in {data}, {s.n_test} held-out cases in {test} "
+        f"phantom data: {s.n_train} training cases in {train_root}, {s.n_test} held-out cases in {test_root} "
         f"({'x'.join(map(str, s.shape))} voxels at {s.spacing_mm:g} mm, {timings['data_s']:.0f} s)"
     )
+    return QuickstartData(train_root, test_root, phantom.case_ids(s.n_test))
 
+
+def recipe(s: QuickstartSettings) -> list[str]:
+    """The training overrides: the recipe, the seed and threads, then the user's ``--set``."""
+    return [*QUICK_RECIPE, f"train.seed={s.seed}", f"train.threads={s.threads}", *s.overrides]
+
+
+def train_model(
+    out: Path, s: QuickstartSettings, data: QuickstartData, timings: dict[str, float], log
+) -> TrainResult:
+    """``OUT/run``: an Attention U-Net trained on the training set with :func:`recipe`."""
     t = time.perf_counter()
-    overrides = [*QUICK_RECIPE, f"train.seed={s.seed}", f"train.threads={s.threads}", *s.overrides]
-    result = train(data, out / "run", overrides=overrides, log=log)
+    result = train(data.train, out / "run", overrides=recipe(s), log=log)
     timings["train_s"] = time.perf_counter() - t
+    return result
 
+
+def predict_and_score(
+    out: Path, data: QuickstartData, result: TrainResult, timings: dict[str, float]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``OUT/predictions``: the held-out cases predicted with ``OUT/run/model.pt``; their metrics."""
     t = time.perf_counter()
-    case_ids = phantom.case_ids(s.n_test)
-    model_file = out / "run" / "model.pt"
     report = predict_folder(
-        model_file,
-        test,
+        out / "run" / "model.pt",
+        data.test,
         out / "predictions",
         PredictOptions(autocast=result.summary.get("precision") == "bf16", channels_last=True),
         overwrite=True,
@@ -228,19 +224,34 @@ def quickstart(
     )
     if report.failed:
         raise ConfigError(f"prediction failed for {report.failed}")
-    per_case = evaluate_predictions(test, out / "predictions", case_ids)
+    per_case = evaluate_predictions(data.test, out / "predictions", data.case_ids)
     timings["evaluate_s"] = time.perf_counter() - t
+    return per_case
 
-    written: list[Path] = []
-    if figures:
-        t = time.perf_counter()
-        written = _figures(out, model_file, test, case_ids, log)
-        timings["figures_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - started
-    timings["process_cpu_s"] = time.process_time() - cpu_started
 
+def draw_figures(out: Path, data: QuickstartData, log) -> list[Path]:
+    """The run's training curve (drawn by training) and ``OUT/figures/<case>.png`` for the first
+    held-out cases: input channels, truth, every gate's map, prediction (``attnseg visualize``)."""
+    written = [out / "run" / CURVE_NAME] if (out / "run" / CURVE_NAME).is_file() else []
+    try:  # figures are a bonus; the table is the result
+        bundle = load_model_bundle(out / "run" / "model.pt")
+        for case_id in data.case_ids[:MAX_CASE_FIGURES]:
+            figure = visualize_case(bundle, data.test, out / "figures" / f"{case_id}.png", case_id=case_id)
+            written.append(figure.path)
+    except Exception as exc:  # noqa: BLE001 -- a figure must never fail the quickstart
+        log(f"case figures skipped: {type(exc).__name__}: {exc}")
+    return written
+
+
+def _results(
+    s: QuickstartSettings,
+    result: TrainResult,
+    per_case: dict[str, dict[str, dict[str, float]]],
+    timings: dict[str, float],
+    written: Sequence[Path],
+) -> dict[str, Any]:
     mean = {r: {m: float(np.mean([c[r][m] for c in per_case.values()])) for m in METRICS} for r in REGIONS}
-    results = {
+    return {
         "settings": {
             "n_train": s.n_train,
             "n_test": s.n_test,
@@ -248,7 +259,7 @@ def quickstart(
             "spacing_mm": s.spacing_mm,
             "seed": s.seed,
             "threads": s.threads,
-            "recipe": overrides,
+            "recipe": recipe(s),
         },
         "training": {
             "iterations": result.iterations,
@@ -261,13 +272,15 @@ def quickstart(
         "timings": timings,
         "figures": [str(p) for p in written if p],
     }
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
+
+
+def _print_results(out: Path, s: QuickstartSettings, results: dict[str, Any], log) -> None:
+    timings, mean = results["timings"], results["mean"]
     log("")
-    log(f"held-out phantom cases ({s.n_test}), model {model_file}:")
-    log(format_table(per_case))
+    log(f"held-out phantom cases ({s.n_test}), model {out / 'run' / 'model.pt'}:")
+    log(format_table(results["per_case"]))
     log(
         f"whole-tumour Dice {mean['WT']['dice']:.3f}; total {timings['total_s'] / 60:.1f} min "
         f"(data {timings['data_s']:.0f} s, training {timings['train_s']:.0f} s, "
         f"prediction + metrics {timings['evaluate_s']:.0f} s); results in {out / 'results.json'}"
     )
-    return results

@@ -1,4 +1,6 @@
-"""attnseg compare: paired statistics on hand-made numbers, and a tiny end-to-end comparison."""
+"""attnseg compare: its table and settings on hand-made numbers, and a tiny end-to-end comparison.
+
+The paired statistics it uses are tested in tests/metrics/test_stats.py."""
 
 from __future__ import annotations
 
@@ -9,88 +11,18 @@ import numpy as np
 import pytest
 import yaml
 
-from attnseg.compare import (
+from attnseg.errors import ConfigError
+from attnseg.experiments.compare import (
     MODELS,
     CompareSettings,
-    bootstrap_mean_ci,
     budget_overrides,
     compare,
     config_differences,
-    group_values,
-    paired_statistics,
-    pooled_rate,
     table_row,
 )
-from attnseg.errors import ConfigError
 
 
 # --- pure functions on hand-made numbers -------------------------------------------------------------
-def test_wilcoxon_all_positive_differences():
-    # 5 positive differences: W- = 0, exact two-sided p = 2 * P(W <= 0) = 2 / 2^5
-    st = paired_statistics([0, 0, 0, 0, 0], [1, 2, 3, 4, 5])
-    assert st["mean_diff"] == pytest.approx(3.0)
-    assert st["mean_a"] == 0.0 and st["mean_b"] == pytest.approx(3.0)
-    assert st["p_value"] == pytest.approx(2 / 32)
-    assert st["min_p"] == pytest.approx(2 / 32)
-    assert st["wilcoxon_statistic"] == 0.0
-    assert (st["b_better"], st["b_worse"], st["n"], st["n_nonzero"]) == (5, 0, 5, 5)
-    # the same numbers for a lower-is-better metric (a distance): B is worse in every case
-    st = paired_statistics([0, 0, 0, 0, 0], [1, 2, 3, 4, 5], higher_is_better=False)
-    assert (st["b_better"], st["b_worse"]) == (0, 5)
-
-
-def test_wilcoxon_mixed_signs_by_hand():
-    # differences 1, -2, 3, 4, 5, 6: ranks equal |d|; W- = 2; subsets of {1..6} with sum <= 2 are
-    # {}, {1}, {2}: P(W <= 2) = 3/64, two-sided p = 6/64
-    a = [10.0, 10.0, 10.0, 10.0, 10.0, 10.0]
-    b = [11.0, 8.0, 13.0, 14.0, 15.0, 16.0]
-    st = paired_statistics(a, b)
-    assert st["wilcoxon_statistic"] == 2.0
-    assert st["p_value"] == pytest.approx(6 / 64)
-    assert st["mean_diff"] == pytest.approx(17 / 6)
-    assert (st["b_better"], st["b_worse"]) == (5, 1)
-
-
-def test_no_difference_gives_p_one_and_a_point_interval():
-    st = paired_statistics([0.5, 0.7, 0.9], [0.5, 0.7, 0.9])
-    assert st["p_value"] == 1.0 and st["n_nonzero"] == 0 and st["min_p"] == 1.0
-    assert (st["ci_low"], st["ci_high"]) == (0.0, 0.0)
-    assert (st["b_better"], st["b_worse"]) == (0, 0)
-
-
-def test_zero_differences_are_dropped_from_the_test():
-    # differences 0, 1, 2, 3, 4, 5 -> the test sees 1..5 only: the p of the all-positive case
-    st = paired_statistics([0, 0, 0, 0, 0, 0], [0, 1, 2, 3, 4, 5])
-    assert st["n_nonzero"] == 5 and st["p_value"] == pytest.approx(2 / 32)
-    assert st["mean_diff"] == pytest.approx(15 / 6)  # the mean difference keeps every case
-
-
-def test_bootstrap_interval_by_hand():
-    # constant differences: every resample has the same mean
-    assert bootstrap_mean_ci([0.25, 0.25, 0.25]) == (0.25, 0.25)
-    # two cases with differences 0 and 2: resample means are 0, 1, 2 with probabilities 1/4, 1/2,
-    # 1/4, so the 2.5% and 97.5% quantiles are 0 and 2
-    assert bootstrap_mean_ci([0.0, 2.0], n_boot=4000, seed=3) == (0.0, 2.0)
-    # an interval around the mean, reproducible for a seed
-    x = [0.1, -0.2, 0.3, 0.05, 0.0, 0.15, -0.05, 0.2]
-    lo, hi = bootstrap_mean_ci(x, seed=1)
-    assert lo < np.mean(x) < hi
-    assert bootstrap_mean_ci(x, seed=1) == (lo, hi)
-    st = paired_statistics(np.zeros(8), x, seed=1)
-    assert (st["ci_low"], st["ci_high"]) == (lo, hi)
-
-
-def test_bad_inputs_are_refused():
-    with pytest.raises(ValueError):
-        paired_statistics([1.0, 2.0], [1.0])
-    with pytest.raises(ValueError):
-        paired_statistics([], [])
-    with pytest.raises(ValueError):
-        paired_statistics([1.0, float("nan")], [1.0, 2.0])
-    with pytest.raises(ValueError):
-        bootstrap_mean_ci([1.0], confidence=1.5)
-
-
 def test_config_differences():
     a = {"model": {"name": "unet", "features": [8, 16]}, "train": {"seed": 0}}
     b = {"model": {"name": "attention_unet", "features": [8, 16]}, "train": {"seed": 0}}
@@ -117,7 +49,10 @@ def test_table_row_pools_lesion_counts():
     assert r["small_lesion_detection"] == pytest.approx(0.5)
     assert r["lesion_sensitivity"] == pytest.approx(5 / 6)
     assert r["lesion_precision"] == pytest.approx(6 / 7)  # (2 - 1 + 5 - 0) / (2 + 5)
-    assert pooled_rate([0, 0], [0, 0]) == 1.0  # nothing to detect: vacuous
+    # nothing to detect: the rates are vacuous, 1
+    empty = table_row([row(1.0, 0, 0, 0, 0, 0, 0), row(1.0, 0, 0, 0, 0, 0, 0)])
+    assert (empty["small_total"], empty["lesions_total"]) == (0.0, 0.0)
+    assert empty["small_lesion_detection"] == empty["lesion_sensitivity"] == empty["lesion_precision"] == 1.0
 
 
 def test_budget_overrides():
@@ -261,32 +196,6 @@ def test_outputs_and_printed_table(tiny):
     # a second run into the same folder is refused unless asked
     with pytest.raises(ConfigError, match="previous comparison"):
         compare(None, out, overrides=list(TINY), settings=CompareSettings(iterations=1))
-
-
-def test_group_values_sums_counts_and_averages_rates():
-    per_case = {
-        "p1_1": {"x": {"dice": 1.0, "hd95_mm": 0.0, "n_small_detected": 1.0, "fp_vox": 3.0}},
-        "p1_2": {"x": {"dice": 0.5, "hd95_mm": 4.0, "n_small_detected": 0.0, "fp_vox": 5.0}},
-        "p2_1": {"x": {"dice": 0.2, "hd95_mm": 2.0, "n_small_detected": 2.0, "fp_vox": 0.0}},
-    }
-    groups = {"p1_1": "p1", "p1_2": "p1", "p2_1": "p2"}
-    out = group_values(per_case, groups)
-    assert list(out) == ["p1", "p2"]
-    assert out["p1"]["x"] == {"dice": 0.75, "hd95_mm": 2.0, "n_small_detected": 1.0, "fp_vox": 8.0}
-    assert out["p2"]["x"] == per_case["p2_1"]["x"]
-
-
-def test_group_values_volume_dice_pools_the_slices_voxel_counts():
-    # slice 1: tumour, half found; slice 2: tumour-free with 2 false-positive voxels (slice Dice 0)
-    per_case = {
-        "p1_1": {"t": {"dice": 2 * 4 / (2 * 4 + 0 + 4), "tp_vox": 4.0, "fp_vox": 0.0, "fn_vox": 4.0}},
-        "p1_2": {"t": {"dice": 0.0, "tp_vox": 0.0, "fp_vox": 2.0, "fn_vox": 0.0}},
-        "p2_1": {"t": {"dice": 1.0, "tp_vox": 0.0, "fp_vox": 0.0, "fn_vox": 0.0}},  # both empty
-    }
-    out = group_values(per_case, {"p1_1": "p1", "p1_2": "p1", "p2_1": "p2"})
-    assert out["p1"]["t"]["dice"] == pytest.approx((2 / 3 + 0.0) / 2)  # the mean of slice Dice
-    assert out["p1"]["t"]["volume_dice"] == pytest.approx(8 / (8 + 2 + 4))  # the patient's volume
-    assert out["p2"]["t"]["volume_dice"] == 1.0
 
 
 def _slices_dataset(root, n_patients=4, n_slices=3, size=32):

@@ -1,19 +1,24 @@
-"""The metrics-log reader (JSONL, CSV, nested, truncated, resumed) and the training-curve figure."""
+"""The metrics-log reader (JSONL, CSV, nested, truncated, resumed) and the one training-curve figure,
+drawn from the loop's records while training and from the log file by ``attnseg visualize RUN``."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
-
-import matplotlib
-
-matplotlib.use("Agg")
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from attnseg.errors import DataError
-from attnseg.viz.curves import is_run_folder, plot_training_curves, read_metrics_log
+from attnseg.training.report import (
+    is_run_folder,
+    plot_training_curves,
+    read_metrics_log,
+    records_log,
+    write_metrics,
+)
 
 
 def write_jsonl(path, records, tail=""):
@@ -62,13 +67,12 @@ def test_csv_fallback_and_missing_epoch(tmp_path):
 
 
 def test_reads_what_training_writes(tmp_path):
-    report = pytest.importorskip("attnseg.training.report")
     history = [
         {"epoch": e, "lr": 1e-3 / e, "train_loss": 1.0 / e, "val_dice": {"WT": e / 10, "TC": e / 20},
          "val_dice_mean": 3 * e / 40}
         for e in range(1, 4)
     ]  # fmt: skip
-    report.write_metrics(tmp_path, history)
+    write_metrics(tmp_path, history)
     log = read_metrics_log(tmp_path)
     assert log.path.name == "metrics.jsonl"
     assert log.series("val_dice_TC") == ([1, 2, 3], [0.05, 0.1, 0.15])
@@ -109,3 +113,49 @@ def test_plot_without_validation(tmp_path):
     fig = plot_training_curves(tmp_path)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert "no validation logged" in texts and "no learning rate logged" in texts
+
+
+def test_the_loop_records_and_the_log_file_draw_the_same_figure(tmp_path):
+    # the loop keeps nested records in memory and plots them; visualize reads the file it wrote
+    history = [
+        {"epoch": e, "lr": 1e-3 / e, "train_loss": 1.0 / e, "train_dice": 0.5 / e, "gates_frozen": False,
+         "epoch_seconds": 2.0, **({"val_dice": {"WT": e / 10}, "val_dice_mean": e / 10} if e % 2 == 0 else {})}
+        for e in range(1, 7)
+    ]  # fmt: skip
+    write_metrics(tmp_path, history)
+    in_memory, on_disk = records_log(history), read_metrics_log(tmp_path)
+    assert in_memory.path is None and in_memory.records == on_disk.records
+    drawn = []
+    for source in (history, tmp_path):
+        fig = plot_training_curves(source, title="t")
+        panels = [ax for ax in fig.axes if ax.get_label() == "panel:curve"]
+        drawn.append([[(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.get_lines()]
+                      for ax in panels])  # fmt: skip
+    assert drawn[0] == drawn[1]
+    assert [label for label, _, _ in drawn[0][1]] == ["WT", "mean", "best mean 0.600 (epoch 6)"]
+    assert [label for label, _, _ in drawn[0][0]] == ["train", "dice"]  # epoch_seconds is no loss
+    path = plot_training_curves(history, tmp_path / "training_curve.png")
+    with Image.open(path) as png:
+        assert png.size == (1300, 380)
+    # the default title names the run folder, whichever source
+    assert [t.get_text() for t in plot_training_curves(history).texts] == ["training curves"]
+    assert [t.get_text() for t in plot_training_curves(tmp_path).texts] == [
+        f"training curves: {tmp_path.name}"
+    ]
+
+
+def test_training_never_imports_viz():
+    """Layers: training is left of viz, so the curve figure is training's and viz imports it."""
+    root = Path(__file__).resolve().parents[2] / "src" / "attnseg" / "training"
+    for file in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(file.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(("attnseg.viz", "attnseg.experiments", "attnseg.cli")), (
+                    file,
+                    name,
+                )
