@@ -122,13 +122,17 @@ def run(args) -> Path:
     env = thread_env(args.threads)
     model_dir = run_dir / "run"
     results: dict = {"fold": args.fold, "seed": args.seed, "iterations": args.iterations, "split": split}
-    if not (model_dir / "model.pt").is_file():
+    if args.models:  # score given model files (e.g. of `attnseg train --minutes` runs) on this fold
+        models = {f"m{i}": Path(m) for i, m in enumerate(args.models)}
+        results["models"] = {k: str(v) for k, v in models.items()}
+    elif not (model_dir / "model.pt").is_file():
         cmd = ["attnseg", "train", folders["train"], "--out", model_dir]
         for item in recipe_overrides(args.iterations, args.seed, args.threads, AVERAGES):
             cmd += ["--set", item]
         results["train"] = run_measured("train", cmd, env, logs)
-    models = {"last": model_dir / "model.pt"}
-    models.update({spec: model_dir / "averages" / f"model_{spec}.pt" for spec in AVERAGES})
+    if not args.models:
+        models = {"last": model_dir / "model.pt"}
+        models.update({spec: model_dir / "averages" / f"model_{spec}.pt" for spec in AVERAGES})
     results["contenders"] = {}
     for model_name, model_file in models.items():
         if not model_file.is_file():
@@ -174,7 +178,8 @@ def table(files: list[Path]) -> None:
     print(
         f"{'contender':26s} {'Dice ant':>9s} {'Dice post':>9s} {'Dice mean':>9s} {'HD95 mean':>9s} {'diff':>8s} {'better':>7s} {'p':>8s}"
     )
-    base = np.concatenate([list(per_case_mean(r["contenders"]["last/plain"]).values()) for r in runs])
+    base_name = "last/plain" if "last/plain" in names else names[0]
+    base = np.concatenate([list(per_case_mean(r["contenders"][base_name]).values()) for r in runs])
     for name in names:
         if not all(name in r["contenders"] for r in runs):
             continue
@@ -203,6 +208,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=7000)
     ap.add_argument("--test-cases", type=int, default=0, help="score only the first N test cases (checks)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--models", type=Path, nargs="+", help="score these model files instead of training")
     ap.add_argument("--table", type=Path, nargs="+", help="print the pooled table of these results.json")
     args = ap.parse_args()
     if args.table:
