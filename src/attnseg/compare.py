@@ -420,15 +420,6 @@ def _held_out(data_root: Path, s: CompareSettings) -> tuple[Any, Any, list[str],
     return dataset, dataset, train_ids, test_ids
 
 
-def _targets(settings) -> tuple[dict[str, Any], dict[str, list[int]]]:
-    """evaluate_case keyword (regions= or classes=) and the name -> label values of each target."""
-    if settings.kind == "regions":
-        regions = {str(k): [int(v) for v in vals] for k, vals in (settings.regions or {}).items()}
-        return {"regions": regions}, regions
-    classes = {str(n): int(v) for n, v in zip(settings.names, settings.values) if int(v) != 0}
-    return {"classes": classes}, {n: [v] for n, v in classes.items()}
-
-
 def _save_prediction(path: Path, labels: np.ndarray, meta) -> Path:
     from attnseg.io.nifti import save_image
 
@@ -542,7 +533,7 @@ def compare(
         for name, _ in MODELS
     }
     first = loaded[(s.seeds[0], MODELS[0][0])].settings
-    target_arg, targets = _targets(first)
+    targets = first.label_scheme.targets  # name -> label values: each region, or each class
     per_case: dict[str, dict[int, dict[str, dict[str, dict[str, float]]]]] = {
         name: {seed: {} for seed in s.seeds} for name, _ in MODELS
     }
@@ -571,7 +562,7 @@ def compare(
                     pred.labels,
                     truth,
                     spacing,
-                    **target_arg,
+                    regions=targets,
                     small_lesion_diameter_mm=s.small_lesion_diameter_mm,
                 )
     groups = {c: group_of.get(c, c) for c in test_ids}
