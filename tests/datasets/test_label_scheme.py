@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -179,8 +180,6 @@ def test_attnsegs_own_rule_when_the_dataset_declares_no_order():
 
 
 def write_nnunet(root, class_order=None):
-    import nibabel as nib
-
     (root / "imagesTr").mkdir(parents=True)
     (root / "labelsTr").mkdir()
     label = np.zeros((4, 4, 3), np.uint8)

@@ -16,11 +16,11 @@ from PIL import Image
 
 from attnseg import phantom
 from attnseg.cli import main
-from attnseg.datasets import discover, load_case
+from attnseg.datasets import LabelScheme, discover, load_case
 from attnseg.io.nifti import save_image
 from attnseg.models import AttentionUNet, save_model
 from attnseg.viz.figures import most_foreground_slice
-from attnseg.viz.visualize import CaseData, load_model_bundle, render_case
+from attnseg.viz.visualize import CaseData, ModelBundle, load_model_bundle, render_case
 
 TARGET = {"kind": "labels", "values": [0, 1, 2, 4], "names": ["background", "NCR", "ED", "ET"], "regions": []}
 
@@ -203,9 +203,6 @@ class RegionThresholds(torch.nn.Module):
 def test_region_predictions_are_painted_in_the_schemes_order():
     """The figure's prediction is the label map `attnseg predict` writes: a recorded nnU-Net
     regions_class_order paints the core 3, attnseg's own rule paints it 2 (its own lowest label)."""
-    from attnseg.datasets import LabelScheme
-    from attnseg.viz.visualize import ModelBundle
-
     regions = {"whole": (1, 2, 3, 4), "core": (1, 2, 3), "enhancing": (1,)}
     own = LabelScheme("regions", (0, 1, 2, 3, 4), tuple(regions), tuple(regions.values()))
     ordered = own.with_paint_order([("whole", 4), ("core", 3), ("enhancing", 1)])
