@@ -181,7 +181,7 @@ def main() -> None:
             f"case row: {what}, brain box {[(s.start, s.stop) for s in box]}: {n_box} windows inside the box, "
             f"{n_full} over the whole volume"
         )
-        settings = InferenceSettings(3, channels, k, patch, PreprocessConfig(), values=tuple(range(k)))
+        settings = InferenceSettings(3, channels, k, patch, PreprocessConfig())  # classes 0..k-1
         loaded = LoadedModel(ours_net, settings)
 
         def ours_case(autocast):

@@ -30,6 +30,7 @@ _EXPORTS = {
     "save_image": "attnseg.io.nifti",
     "discover": "attnseg.datasets",
     "load_case": "attnseg.datasets",
+    "LabelScheme": "attnseg.datasets",
     # metrics
     "dice": "attnseg.metrics",
     "hausdorff_distance": "attnseg.metrics",

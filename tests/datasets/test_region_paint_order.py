@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from attnseg.datasets import discover
+from attnseg.datasets import LabelScheme, discover
 from attnseg.datasets.regions import class_order_paint, regions_to_labels
 from attnseg.errors import DataError
-from attnseg.training.data import Target, make_target
 
 # BraTS-PED style: 1 ET, 2 non-enhancing, 3 cystic, 4 edema
 REGIONS = {"whole_tumor": [1, 2, 3, 4], "tumor_core": [1, 2, 3], "enhancing_tumor": [1]}
@@ -74,17 +73,17 @@ def write_dataset(root, class_order=None):
 def test_discovery_records_the_order_and_training_carries_it_into_the_target(tmp_path):
     ds = discover(write_dataset(tmp_path / "ds", [4, 3, 1]))
     assert ds.info["region_paint_order"] == [["whole_tumor", 4], ["tumor_core", 3], ["enhancing_tumor", 1]]
-    target = make_target("auto", ds.labels, ds.regions, ds.info.get("region_paint_order"))
+    target = LabelScheme.from_labels(ds.labels, ds.regions, paint_order=ds.info.get("region_paint_order"))
     assert target.paint_order == (("whole_tumor", 4), ("tumor_core", 3), ("enhancing_tumor", 1))
     card = target.to_dict()
     assert card["paint_order"] == [["whole_tumor", 4], ["tumor_core", 3], ["enhancing_tumor", 1]]
-    assert Target.from_dict(card) == target
+    assert LabelScheme.from_dict(card) == target
 
 
 def test_without_a_class_order_nothing_is_recorded(tmp_path):
     ds = discover(write_dataset(tmp_path / "ds"))
     assert "region_paint_order" not in ds.info
-    target = make_target("auto", ds.labels, ds.regions)
+    target = LabelScheme.from_labels(ds.labels, ds.regions)
     assert target.paint_order == () and "paint_order" not in target.to_dict()
 
 

@@ -390,18 +390,9 @@ def test_pt_and_onnx_predict_the_same_away_from_the_run_folder(tmp_path, shipped
 
     export_model_file(shipped_model, tmp_path / "m.onnx", exporter="torchscript")
     from_pt, from_onnx = load_for_inference(shipped_model), load_for_inference(tmp_path / "m.onnx")
-    for name in (
-        "patch_size",
-        "preprocess",
-        "kind",
-        "values",
-        "names",
-        "regions",
-        "paint_order",
-        "mirror_axes",
-    ):
+    for name in ("patch_size", "preprocess", "label_scheme", "mirror_axes"):
         assert getattr(from_pt.settings, name) == getattr(from_onnx.settings, name), name
-    assert from_onnx.settings.paint_order == (("whole", 1), ("core", 2), ("enhancing", 3))
+    assert from_onnx.settings.label_scheme.paint_order == (("whole", 1), ("core", 2), ("enhancing", 3))
     image = np.random.default_rng(0).normal(50, 20, size=(1, 21, 19, 11)).astype(np.float32)
     a = predict_case(from_pt, image, (1.0, 1.0, 1.0)).labels
     b = predict_case(from_onnx, image, (1.0, 1.0, 1.0)).labels

@@ -4,33 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from attnseg.datasets.regions import brats_regions, labels_to_regions
 from attnseg.inference.postprocess import (
     keep_largest_component,
-    labels_from_logits,
     postprocess_components,
     probabilities_from_logits,
-    regions_from_logits,
-    regions_to_label_map,
     remove_small_components,
 )
-
-
-def test_labels_from_logits_maps_to_label_values():
-    logits = torch.tensor(
-        [
-            [[5.0, 0.0], [0.0, 1.0]],  # class 0
-            [[1.0, 3.0], [0.0, 1.0]],  # class 1
-            [[0.0, 0.0], [2.0, 1.0]],  # class 2 (last voxel: a three-way tie -> class 0)
-        ]
-    )
-    np.testing.assert_array_equal(labels_from_logits(logits), [[0, 1], [2, 0]])
-    out = labels_from_logits(logits.numpy(), values=[0, 2, 4])
-    np.testing.assert_array_equal(out, [[0, 2], [4, 0]])
-    assert out.dtype == np.uint8
-    assert labels_from_logits(logits, values=[0, 1, 1000]).dtype == np.int32
-    with pytest.raises(ValueError, match="3 class channels but 2"):
-        labels_from_logits(logits, values=[0, 1])
 
 
 def test_probabilities():
@@ -40,27 +19,6 @@ def test_probabilities():
     sig = probabilities_from_logits(logits, "sigmoid")
     np.testing.assert_allclose(sig, [[0.5, 0.75], [0.5, 0.5]], rtol=1e-6)
     assert soft.dtype == np.float32
-
-
-def test_regions_from_logits_threshold():
-    logits = torch.tensor([[-1.0, 0.0, 0.1, 0.84, 0.85]])
-    np.testing.assert_array_equal(regions_from_logits(logits), [[False, False, True, True, True]])
-    # sigmoid(x) > 0.7  <=>  x > log(7/3) = 0.8473
-    np.testing.assert_array_equal(regions_from_logits(logits, 0.7), [[False, False, False, False, True]])
-    with pytest.raises(ValueError, match="threshold"):
-        regions_from_logits(logits, 1.0)
-
-
-def test_brats_regions_back_to_labels():
-    regions = brats_regions(2017)  # WT {1,2,4}, TC {1,4}, ET {4}
-    label = np.array([[0, 1, 2], [4, 2, 1]], dtype=np.uint8)
-    masks = labels_to_regions(label, regions)
-    np.testing.assert_array_equal(regions_to_label_map(masks, regions), label)
-    # a sigmoid model may say ET outside TC: the smallest region wins
-    masks = np.zeros((3, 1, 2), bool)
-    masks[:, 0, 0] = [True, False, True]
-    masks[:, 0, 1] = [True, False, False]
-    np.testing.assert_array_equal(regions_to_label_map(masks, regions), [[4, 2]])
 
 
 def blobs():

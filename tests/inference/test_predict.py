@@ -9,6 +9,7 @@ import torch
 
 from attnseg.cli import main
 from attnseg.config import PreprocessConfig, save_yaml
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import DataError, ModelFileError
 from attnseg.inference.predict import (
     InferenceSettings,
@@ -51,7 +52,7 @@ def intensity_model(dims=3, preprocess=None, kind="labels"):
         return torch.cat([torch.zeros_like(batch), batch], dim=1)
 
     settings = InferenceSettings(
-        dims, 1, 2, (8,) * dims, preprocess or PreprocessConfig(), values=(0, 1), names=("bg", "fg")
+        dims, 1, 2, (8,) * dims, preprocess or PreprocessConfig(), LabelScheme("labels", (0, 1), ("bg", "fg"))
     )
     return LoadedModel(predictor, settings)
 
@@ -63,7 +64,8 @@ def test_settings_defaults_and_sources(tmp_path):
     config = {"spatial_dims": 3, "in_channels": 4, "out_channels": 3}
     s = read_settings({"model_config": config})
     assert s.patch_size == (128, 128, 128) and s.preprocess.normalization == "zscore_nonzero"
-    assert s.values == (0, 1, 2) and s.kind == "labels" and s.activation == "softmax"
+    scheme = s.label_scheme
+    assert scheme.values == (0, 1, 2) and scheme.kind == "labels" and scheme.activation == "softmax"
 
     payload = {
         "model_config": config,
@@ -77,8 +79,9 @@ def test_settings_defaults_and_sources(tmp_path):
     }
     s = read_settings(payload)
     assert s.patch_size == (64, 64, 32) and s.preprocess.normalization == "zscore"
-    assert s.kind == "regions" and s.regions == {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}
-    assert s.activation == "sigmoid" and s.sources["patch_size"] == "run_config"
+    scheme = s.label_scheme
+    assert scheme.kind == "regions" and scheme.region_map == {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}
+    assert scheme.activation == "sigmoid" and s.sources["patch_size"] == "run_config"
 
     payload["preprocessing"] = {
         "patch_size": [32, 32, 32],
@@ -87,7 +90,8 @@ def test_settings_defaults_and_sources(tmp_path):
     }
     s = read_settings(payload)
     assert s.patch_size == (32, 32, 32) and s.preprocess.target_spacing_mm == (1.0, 1.0, 2.0)
-    assert s.kind == "labels" and s.values == (0, 1, 4) and s.names == ("bg", "a", "b")
+    scheme = s.label_scheme
+    assert scheme.kind == "labels" and scheme.values == (0, 1, 4) and scheme.names == ("bg", "a", "b")
     assert s.preprocess.normalization == "zscore"  # the explicit dict overrides key by key
 
     # a run folder's config.yaml next to RUN/checkpoints/best.pt
@@ -136,7 +140,7 @@ def test_tta_true_leaves_an_axis_never_flipped_in_training_alone():
         side = torch.linspace(-1, 1, batch.shape[3]).view(1, 1, 1, -1, 1).expand_as(batch)
         return torch.cat([-side, side], dim=1) * 10
 
-    settings = InferenceSettings(3, 1, 2, (8, 8, 8), PreprocessConfig(normalization="none"), values=(0, 1))
+    settings = InferenceSettings(3, 1, 2, (8, 8, 8), PreprocessConfig(normalization="none"))  # classes 0, 1
     image = np.ones((1, 8, 8, 8), np.float32)
     plain = predict_case(LoadedModel(predictor, settings), image, options=PredictOptions(crop_nonzero=False))
     settings.mirror_axes = (0,)
@@ -205,10 +209,7 @@ def test_predict_case_regions_to_brats_labels_and_components():
         3,
         (8, 8, 8),
         PreprocessConfig(normalization="none"),
-        kind="regions",
-        values=(0, 1, 2, 4),
-        names=("WT", "TC", "ET"),
-        regions={"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]},
+        LabelScheme("regions", (0, 1, 2, 4), ("WT", "TC", "ET"), ((1, 2, 4), (1, 4), (4,))),
     )
     image = np.zeros((1, 10, 10, 10), np.float32)
     image[0, 1:5, 1:5, 1:5] = 1.5  # edema only -> 2
@@ -442,7 +443,8 @@ def test_2d_masks_are_0_255_only_from_a_binary_model(tmp_path, values, stored):
         return torch.cat([torch.zeros_like(batch), batch, torch.full_like(batch, -9.0)][: len(values)], dim=1)
 
     names = tuple(f"c{v}" for v in values)
-    settings = InferenceSettings(2, 1, len(values), (8, 8), PreprocessConfig(), values=values, names=names)
+    scheme = LabelScheme("labels", values, names)
+    settings = InferenceSettings(2, 1, len(values), (8, 8), PreprocessConfig(), scheme)
     predict_folder(LoadedModel(predictor, settings), tmp_path / "slice.png", tmp_path / "out", progress=False)
     written = np.asarray(Image.open(tmp_path / "out" / "slice.png"))
     assert set(np.unique(written).tolist()) == {0, stored}
@@ -459,7 +461,7 @@ def test_an_exported_onnx_model_plugs_in(tmp_path, model_file, input_folder):
     onnx_file = tmp_path / "model.onnx"
     export_onnx(load_model(model_file), onnx_file, metadata=metadata, exporter="torchscript")
     loaded = load_for_inference(onnx_file)
-    assert loaded.settings.patch_size == (16, 16, 16) and loaded.settings.values == (0, 1)
+    assert loaded.settings.patch_size == (16, 16, 16) and loaded.settings.label_scheme.values == (0, 1)
     image, meta = load_image(input_folder / "a.nii.gz")
     from_onnx = predict_case(loaded, image, meta.spacing_mm, with_probabilities=True)
     from_torch = predict_case(load_for_inference(model_file), image, meta.spacing_mm, with_probabilities=True)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from attnseg.cli import main
 from attnseg.config import PreprocessConfig
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.inference.predict import InferenceSettings, LoadedModel, find_cases, predict_folder
 from attnseg.models import AttentionUNet, save_model
 
@@ -43,7 +44,7 @@ def threshold_model(dims: int = 3, channels: int = 1) -> LoadedModel:
         return torch.cat([torch.zeros_like(batch[:, :1]), batch[:, :1]], dim=1)
 
     settings = InferenceSettings(
-        dims, channels, 2, (8,) * dims, PreprocessConfig(), values=(0, 1), names=("bg", "fg")
+        dims, channels, 2, (8,) * dims, PreprocessConfig(), LabelScheme("labels", (0, 1), ("bg", "fg"))
     )
     return LoadedModel(predictor, settings)
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from attnseg.config import PreprocessConfig
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.inference.predict import InferenceSettings, LoadedModel, predict_folder
 
 REGIONS = {"whole_tumor": [1, 2, 3, 4], "tumor_core": [1, 2, 3], "enhancing_tumor": [1]}
@@ -21,10 +22,10 @@ def region_model(paint_order=None, regions=REGIONS):
     def predictor(batch):
         return torch.cat([batch - 0.5, batch - 1.5, batch - 2.5], dim=1) * 20
 
-    settings = InferenceSettings(
-        3, 1, 3, (8, 8, 8), PreprocessConfig(normalization="none"), kind="regions", values=(0, 1, 2, 3, 4),
-        names=tuple(regions), regions=dict(regions), paint_order=paint_order,
-    )  # fmt: skip
+    scheme = LabelScheme(
+        "regions", (0, 1, 2, 3, 4), tuple(regions), tuple(regions.values()), paint_order or ()
+    )
+    settings = InferenceSettings(3, 1, 3, (8, 8, 8), PreprocessConfig(normalization="none"), scheme)
     return LoadedModel(predictor, settings)
 
 

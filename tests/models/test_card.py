@@ -69,7 +69,7 @@ def test_a_model_file_copied_away_from_its_run_folder_gives_the_same_card(tmp_pa
     assert here == there
     assert there.patch_size == (16, 16, 12)
     assert there.preprocess == PreprocessConfig("zscore", (0.5, 99.5), None)
-    assert there.target == REGIONS  # paint_order kept
+    assert there.label_scheme.to_dict() == REGIONS  # paint_order kept
     assert there.channel_names == ("MRI",) and there.mirror_axes == (0, 2)
     assert there.version == __version__ and there.spatial_dims == 3 and there.out_channels == 3
     assert set(there.sources.values()) == {"model file"} and there.defaulted == ()
@@ -100,7 +100,7 @@ def test_earlier_release_file_with_only_a_run_config_inside(tmp_path, model):
     card = read_model_card(path)
     assert card.patch_size == (16, 16, 12) and card.mirror_axes == (0, 2)
     assert card.preprocess == PreprocessConfig("zscore", (0.5, 99.5), None)
-    assert card.target["values"] == [0, 1, 2] and card.target["kind"] == "labels"  # no target: default
+    assert card.label_scheme.values == (0, 1, 2) and card.label_scheme.kind == "labels"  # none: default
     assert card.sources["patch_size"] == "run_config" and card.sources["mirror_axes"] == "run_config"
     assert card.defaulted == ("target",)
 
@@ -117,7 +117,7 @@ def test_earlier_release_file_with_only_a_preprocessing_block(tmp_path, model):
     card = read_model_card(path)
     assert card.patch_size == (8, 8, 8) and card.channel_names == ("CT",)
     assert card.preprocess == PreprocessConfig("none", None, (1.0, 1.0, 2.0)) and card.spacing_mm == (1, 1, 2)
-    assert card.target == {
+    assert card.label_scheme.to_dict() == {
         "kind": "labels",
         "values": [0, 1, 4],
         "names": ["background", "a", "b"],
@@ -129,7 +129,7 @@ def test_earlier_release_file_with_only_a_preprocessing_block(tmp_path, model):
 def test_earlier_release_bare_file_and_first_training_card(tmp_path, model):
     bare = read_model_card(save_model(tmp_path / "bare.pt", model))
     assert bare.patch_size == (128, 128, 128) and bare.preprocess == PreprocessConfig()
-    assert bare.target["names"] == ["background", "label_1", "label_2"] and bare.mirror_axes is None
+    assert bare.label_scheme.names == ("background", "label_1", "label_2") and bare.mirror_axes is None
     assert set(bare.defaulted) == {"patch_size", "preprocess", "target"}
     # what training wrote before the card (field case 13): target, patch, preprocess, no flips; in
     # its run folder the flips come from config.yaml, away from it they are not known

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from attnseg.config import RunConfig, apply_overrides, from_dict, to_dict
-from attnseg.training.data import TrainingCase, make_target
+from attnseg.datasets.label_scheme import LabelScheme
+from attnseg.training.data import TrainingCase
 
 
 def disc_case(i: int, size: int = 24, channels: int = 1) -> TrainingCase:
@@ -27,7 +28,7 @@ def cases():
 
 @pytest.fixture
 def target():
-    return make_target("labels", {"background": 0, "disc": 1}, None)
+    return LabelScheme.from_labels({"background": 0, "disc": 1}, kind="labels")
 
 
 @pytest.fixture

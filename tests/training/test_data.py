@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from attnseg.config import AugmentConfig, PreprocessConfig
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, DataError
 from attnseg.training.data import (
     BatchPlan,
     PatchDataset,
     draw_patch_size,
     epoch_case_order,
-    make_target,
     preprocess,
     scaled_patch_size,
 )
@@ -71,19 +71,19 @@ def test_patch_dataset_is_deterministic_per_key(cases, target):
 
 
 def test_target_encoding():
-    brats = make_target(
-        "auto", {"background": 0, "ncr": 1, "ed": 2, "et": 4}, {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}
+    brats = LabelScheme.from_labels(
+        {"background": 0, "ncr": 1, "ed": 2, "et": 4}, {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}
     )
     assert brats.kind == "regions" and brats.out_channels == 3 and brats.activation == "sigmoid"
     label = np.array([[0, 1], [2, 4]])
     assert brats.encode(label).tolist() == [[[0, 1], [1, 1]], [[0, 1], [0, 1]], [[0, 0], [0, 1]]]
-    classes = make_target("labels", {"background": 0, "ncr": 1, "ed": 2, "et": 4}, None)
+    classes = LabelScheme.from_labels({"background": 0, "ncr": 1, "ed": 2, "et": 4}, kind="labels")
     assert classes.encode(label).tolist() == [[0, 1], [2, 3]]
     assert classes.channel_names == ["ncr", "ed", "et"]
     with pytest.raises(DataError, match=r"\[3\]"):
         classes.encode(np.array([0, 3]))
     with pytest.raises(ConfigError):
-        make_target("regions", {"background": 0, "a": 1}, None)
+        LabelScheme.from_labels({"background": 0, "a": 1}, kind="regions")
 
 
 def test_preprocess_normalises_and_refuses_nan():

@@ -40,11 +40,11 @@ import torch
 from conftest import disc_case
 from attnseg.config import RunConfig, apply_overrides, from_dict, to_dict
 from attnseg.models import build_model
-from attnseg.training.data import make_target
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.training.loop import fit
 
 config = from_dict(RunConfig, apply_overrides(to_dict(RunConfig()), {overrides!r}))
-target = make_target("labels", {{"background": 0, "disc": 1}}, None)
+target = LabelScheme.from_labels({{"background": 0, "disc": 1}}, kind="labels")
 torch.manual_seed(0)
 fit(build_model(config.model), [disc_case(i) for i in range(4)], [], target, config, {run!r}, log=print)
 """

@@ -118,11 +118,11 @@ def test_config_yaml_round_trip(tmp_path, make_config):
 
 
 def test_region_targets_keep_every_channel_in_the_dice_term(make_config):
+    from attnseg.datasets.label_scheme import LabelScheme
     from attnseg.losses import DiceLoss
-    from attnseg.training.data import make_target
     from attnseg.training.loop import build_training_loss
 
-    regions = make_target("auto", {"background": 0, "a": 1, "b": 2}, {"WT": [1, 2], "TC": [2]})
+    regions = LabelScheme.from_labels({"background": 0, "a": 1, "b": 2}, {"WT": [1, 2], "TC": [2]})
     config = make_config()  # loss.include_background defaults to False (for softmax classes)
     loss = build_training_loss(config.loss, regions, deep_supervision=False)
     dice = loss.terms["dice"]

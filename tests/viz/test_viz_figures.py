@@ -16,7 +16,6 @@ from attnseg.viz.figures import (
     attention_maps,
     case_figure,
     forward_with_attention,
-    logits_to_labels,
     make_view,
     most_foreground_slice,
     save_figure,
@@ -142,21 +141,6 @@ def test_2d_model_slice_by_slice_over_a_volume():
         _, alphas = model(volume[:, :, :, 3][None], return_attention=True)
     # slice 3 along axis 2: the 2D model's alpha on that slice (6x10 is padded to 6x10: stride 2)
     np.testing.assert_allclose(out.maps[0][:, :, 3], alphas[0][0, 0].numpy(), atol=1e-6)
-
-
-# --- label decoding -------------------------------------------------------------------------------------
-def test_logits_to_labels_classes_and_regions():
-    logits = np.zeros((4, 3), dtype=np.float32)
-    logits[:, 0] = [5, 0, 0, 0]  # background
-    logits[:, 1] = [0, 0, 0, 5]  # class index 3 -> label value 4
-    logits[:, 2] = [0, 0, 5, 0]  # class index 2 -> label 2
-    target = {"kind": "labels", "values": [0, 1, 2, 4], "names": ["bg", "ncr", "ed", "et"]}
-    np.testing.assert_array_equal(logits_to_labels(logits, target), [0, 4, 2])
-    np.testing.assert_array_equal(logits_to_labels(logits), [0, 3, 2])
-    regions = {"kind": "regions", "names": ["WT", "TC", "ET"], "regions": [[1, 2, 4], [1, 4], [4]]}
-    r = np.array([[-1, 1, 1, 1], [-1, -1, 1, 1], [-1, -1, -1, 1]], dtype=np.float32)  # (3 regions, 4 voxels)
-    np.testing.assert_array_equal(logits_to_labels(r, regions), [0, 2, 1, 4])
-    np.testing.assert_array_equal(logits_to_labels(np.array([[-0.5, 0.5]])), [0, 1])
 
 
 # --- slices ---------------------------------------------------------------------------------------------

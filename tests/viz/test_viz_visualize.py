@@ -16,11 +16,11 @@ from PIL import Image
 
 from attnseg import phantom
 from attnseg.cli import main
-from attnseg.datasets import discover, load_case
+from attnseg.datasets import LabelScheme, discover, load_case
 from attnseg.io.nifti import save_image
 from attnseg.models import AttentionUNet, save_model
 from attnseg.viz.figures import most_foreground_slice
-from attnseg.viz.visualize import CaseData, load_model_bundle, render_case
+from attnseg.viz.visualize import CaseData, ModelBundle, load_model_bundle, render_case
 
 TARGET = {"kind": "labels", "values": [0, 1, 2, 4], "names": ["background", "NCR", "ED", "ET"], "regions": []}
 
@@ -187,3 +187,38 @@ def test_only_the_non_zero_box_runs_through_the_network(tmp_path):
     prediction = [ax for ax in result.figure.axes if ax.get_label() == "panel:prediction"][0]
     rgba = np.asarray(prediction.images[-1].get_array())
     assert np.all(rgba.transpose(1, 0, 2)[~inside][:, 3] == 0)  # background (not painted) outside
+
+
+class RegionThresholds(torch.nn.Module):
+    """Region logits by intensity: whole where x > 0.5, core where x > 1.5, enhancing where x > 2.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x):
+        return torch.cat([x - 0.5, x - 1.5, x - 2.5], dim=1) * self.scale
+
+
+def test_region_predictions_are_painted_in_the_schemes_order():
+    """The figure's prediction is the label map `attnseg predict` writes: a recorded nnU-Net
+    regions_class_order paints the core 3, attnseg's own rule paints it 2 (its own lowest label)."""
+    regions = {"whole": (1, 2, 3, 4), "core": (1, 2, 3), "enhancing": (1,)}
+    own = LabelScheme("regions", (0, 1, 2, 3, 4), tuple(regions), tuple(regions.values()))
+    ordered = own.with_paint_order([("whole", 4), ("core", 3), ("enhancing", 1)])
+    image = np.zeros((1, 6, 6, 4), np.float32)
+    image[0, 1:5, 1:5, 1:3] = 1.0
+    image[0, 2:4, 2:4, 1:3] = 2.0
+    image[0, 2, 2, 1:3] = 3.0
+    case = CaseData("a", image, None, (1.0, 1.0, 1.0), ("R", "A", "S"))
+    shown = {}
+    for name, scheme in (("ordered", ordered), ("own", own)):
+        result = render_case(
+            ModelBundle(RegionThresholds(), label_scheme=scheme), case, index=1, prepared=True
+        )
+        assert panel_kinds(result.figure) == ["channel", "prediction"]
+        shown[name] = [
+            t.get_text() for ax in result.figure.axes for t in ax.get_yticklabels() if t.get_text()
+        ]
+    assert [t for t in shown["ordered"] if t.startswith("label")] == ["label 1", "label 3", "label 4"]
+    assert [t for t in shown["own"] if t.startswith("label")] == ["label 1", "label 2", "label 4"]

@@ -3,6 +3,7 @@ convert BraTS labels to regions, make splits, and check integrity."""
 
 from attnseg.datasets.base import Case, Dataset, Problem
 from attnseg.datasets.discover import LAYOUTS, detect_layout, discover, load_case
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.datasets.regions import (
     brats_labels,
     brats_regions,
@@ -18,6 +19,7 @@ __all__ = [
     "LAYOUTS",
     "Case",
     "Dataset",
+    "LabelScheme",
     "Problem",
     "brats_labels",
     "brats_regions",

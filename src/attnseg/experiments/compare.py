@@ -379,15 +379,6 @@ def _held_out(data_root: Path, s: CompareSettings) -> tuple[Any, Any, list[str],
     return dataset, dataset, train_ids, test_ids
 
 
-def _targets(settings) -> tuple[dict[str, Any], dict[str, list[int]]]:
-    """evaluate_case keyword (regions= or classes=) and the name -> label values of each target."""
-    if settings.kind == "regions":
-        regions = {str(k): [int(v) for v in vals] for k, vals in (settings.regions or {}).items()}
-        return {"regions": regions}, regions
-    classes = {str(n): int(v) for n, v in zip(settings.names, settings.values) if int(v) != 0}
-    return {"classes": classes}, {n: [v] for n, v in classes.items()}
-
-
 def _save_prediction(path: Path, labels: np.ndarray, meta) -> Path:
     if labels.ndim == 2 and getattr(meta, "header", None) is None:
         path = path.with_suffix("").with_suffix(".png") if path.name.endswith(".nii.gz") else path
@@ -525,7 +516,7 @@ def score_held_out(plan: ComparePlan, runs: Mapping[int, Mapping[str, TrainResul
         for name in names
     }
     first = loaded[(s.seeds[0], names[0])].settings
-    target_arg, targets = _targets(first)
+    targets = first.label_scheme.targets  # name -> label values: each region, or each class
     scores = HeldOutScores(
         per_case={name: {seed: {} for seed in s.seeds} for name in names},
         infer_s={name: [] for name in names},
@@ -554,7 +545,7 @@ def score_held_out(plan: ComparePlan, runs: Mapping[int, Mapping[str, TrainResul
                     pred.labels,
                     truth,
                     spacing,
-                    **target_arg,
+                    regions=targets,
                     small_lesion_diameter_mm=s.small_lesion_diameter_mm,
                 )
     return scores

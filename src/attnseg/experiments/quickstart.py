@@ -5,7 +5,8 @@
 2. trains an Attention U-Net on the training set (``attnseg.training.run.train``, a small recipe
    tuned for a 2-core CPU: bf16 autocast, whole-volume patches, Dice + CE on the WT/TC/ET regions);
 3. predicts the held-out cases with the saved ``model.pt`` (sliding window, as ``attnseg predict``);
-4. scores them (Dice and HD95 per region, ``attnseg.metrics.evaluate_case``), draws the first cases
+4. scores them (Dice and HD95 per region of the model's label scheme, WT/TC/ET,
+   ``attnseg.metrics.evaluate_case``), draws the first cases
    (``attnseg.viz.visualize``, as ``attnseg visualize``), writes ``results.json`` and prints the table.
 
 Orchestration only: :func:`quickstart` calls these steps in turn, passing :class:`QuickstartData`
@@ -26,7 +27,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,6 @@ class QuickstartSettings:
     overrides: Sequence[str] = field(default_factory=tuple)
 
 
-REGIONS = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
 MAX_CASE_FIGURES = 3
 METRICS = ("dice", "hd95_mm")
 
@@ -96,37 +96,45 @@ def _clear_previous(out: Path, overwrite: bool) -> None:
 
 
 def evaluate_predictions(
-    test_root: Path, pred_dir: Path, case_ids: Sequence[str]
+    test_root: Path, pred_dir: Path, case_ids: Sequence[str], regions: Mapping[str, Sequence[int]]
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{case: {region: {"dice", "hd95_mm"}}}`` for BraTS regions WT/TC/ET (HD95 in mm)."""
+    """``{case: {region: {"dice", "hd95_mm"}}}`` for ``regions`` (name -> label values; the
+    model's label scheme's, BraTS WT/TC/ET), HD95 in mm."""
     out = {}
     for case_id in case_ids:
         truth, meta = load_label(test_root / case_id / f"{case_id}_seg.nii.gz")
         pred, _ = load_label(pred_dir / f"{case_id}.nii.gz")
-        rows = evaluate_case(pred, truth, meta.spacing_mm, regions=REGIONS, lesions=False)
-        out[case_id] = {r: {m: float(rows[r][m]) for m in METRICS} for r in REGIONS}
+        rows = evaluate_case(pred, truth, meta.spacing_mm, regions=regions, lesions=False)
+        out[case_id] = {r: {m: float(rows[r][m]) for m in METRICS} for r in regions}
     return out
 
 
+def _mean(per_case: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Region -> metric -> mean over the cases."""
+    regions = list(next(iter(per_case.values())))
+    return {r: {m: float(np.mean([c[r][m] for c in per_case.values()])) for m in METRICS} for r in regions}
+
+
 def format_table(per_case: dict[str, dict[str, dict[str, float]]]) -> str:
+    mean = _mean(per_case)
+    regions = list(mean)
     head = (
         f"{'case':<14}"
-        + "".join(f"{r + ' Dice':>10}" for r in REGIONS)
-        + "".join(f"{r + ' HD95':>10}" for r in REGIONS)
+        + "".join(f"{r + ' Dice':>10}" for r in regions)
+        + "".join(f"{r + ' HD95':>10}" for r in regions)
     )
     lines = [head, "-" * len(head)]
     for case_id, rows in per_case.items():
         lines.append(
             f"{case_id:<14}"
-            + "".join(f"{rows[r]['dice']:>10.3f}" for r in REGIONS)
-            + "".join(f"{rows[r]['hd95_mm']:>10.1f}" for r in REGIONS)
+            + "".join(f"{rows[r]['dice']:>10.3f}" for r in regions)
+            + "".join(f"{rows[r]['hd95_mm']:>10.1f}" for r in regions)
         )
-    mean = {r: {m: float(np.mean([c[r][m] for c in per_case.values()])) for m in METRICS} for r in REGIONS}
     lines.append("-" * len(head))
     lines.append(
         f"{'mean':<14}"
-        + "".join(f"{mean[r]['dice']:>10.3f}" for r in REGIONS)
-        + "".join(f"{mean[r]['hd95_mm']:>10.1f}" for r in REGIONS)
+        + "".join(f"{mean[r]['dice']:>10.3f}" for r in regions)
+        + "".join(f"{mean[r]['hd95_mm']:>10.1f}" for r in regions)
     )
     lines.append("(Dice: 1 is perfect; HD95 in mm, 95th percentile of surface distances)")
     return "\n".join(lines)
@@ -224,7 +232,9 @@ def predict_and_score(
     )
     if report.failed:
         raise ConfigError(f"prediction failed for {report.failed}")
-    per_case = evaluate_predictions(data.test, out / "predictions", data.case_ids)
+    per_case = evaluate_predictions(
+        data.test, out / "predictions", data.case_ids, report.settings.label_scheme.targets
+    )
     timings["evaluate_s"] = time.perf_counter() - t
     return per_case
 
@@ -250,7 +260,7 @@ def _results(
     timings: dict[str, float],
     written: Sequence[Path],
 ) -> dict[str, Any]:
-    mean = {r: {m: float(np.mean([c[r][m] for c in per_case.values()])) for m in METRICS} for r in REGIONS}
+    mean = _mean(per_case)
     return {
         "settings": {
             "n_train": s.n_train,

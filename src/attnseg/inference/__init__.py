@@ -2,11 +2,8 @@
 
 from attnseg.inference.postprocess import (
     keep_largest_component,
-    labels_from_logits,
     postprocess_components,
     probabilities_from_logits,
-    regions_from_logits,
-    regions_to_label_map,
     remove_small_components,
 )
 from attnseg.inference.predict import (
@@ -42,15 +39,12 @@ __all__ = [
     "flip_sets",
     "gaussian_importance_map",
     "keep_largest_component",
-    "labels_from_logits",
     "load_for_inference",
     "postprocess_components",
     "predict_case",
     "predict_folder",
     "probabilities_from_logits",
     "read_settings",
-    "regions_from_logits",
-    "regions_to_label_map",
     "remove_small_components",
     "sliding_window_inference",
     "window_positions",

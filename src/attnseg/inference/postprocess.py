@@ -1,35 +1,28 @@
-"""From logits to label maps: activations, argmax or thresholds, regions back to labels, components.
+"""After the network: probabilities from logits, and connected-component rules on label maps or masks.
+
+Logits become a label map in one place, the model's label scheme
+(:meth:`attnseg.datasets.label_scheme.LabelScheme.decode`: argmax -> label values for classes,
+``sigmoid > threshold`` painted back into one label map for regions).
 
 Conventions:
 
-- Classes (mutually exclusive, softmax): the label of a voxel is the class with the largest logit
-  (the same as the largest softmax probability), mapped to the dataset's label values
-  (``values[k]`` for class index ``k``; BraTS 2017: ``[0, 1, 2, 4]``).
-- Regions (overlapping, sigmoid; BraTS WT/TC/ET): a region is on where ``sigmoid(logit) >
-  threshold``, computed as ``logit > log(t / (1 - t))`` (no sigmoid needed). Regions go back to one
-  label map with :func:`attnseg.datasets.regions.regions_to_labels` (largest region painted first).
+- Probabilities: softmax over channels (classes) or sigmoid per channel (regions), float32.
 - Connected components use full connectivity (26 in 3D, 8 in 2D) by default. Removed voxels become
   background (0) in a label map, or off in a mask. Class 0 (background) is never touched.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 import cc3d
 import numpy as np
 import torch
 
-from attnseg.datasets.regions import regions_to_labels
-
 __all__ = [
     "keep_largest_component",
-    "labels_from_logits",
     "postprocess_components",
     "probabilities_from_logits",
-    "regions_from_logits",
-    "regions_to_label_map",
     "remove_small_components",
 ]
 
@@ -47,49 +40,6 @@ def probabilities_from_logits(logits: torch.Tensor | np.ndarray, activation: str
     if activation == "sigmoid":
         return torch.sigmoid(t).numpy()
     raise ValueError(f"activation={activation!r}: pass 'softmax' or 'sigmoid'")
-
-
-def _label_dtype(values: Sequence[int]) -> np.dtype:
-    lo, hi = min(values), max(values)
-    return np.dtype(np.uint8) if lo >= 0 and hi <= 255 else np.dtype(np.int32)
-
-
-def labels_from_logits(logits: torch.Tensor | np.ndarray, values: Sequence[int] | None = None) -> np.ndarray:
-    """``(K, *spatial)`` class logits -> label map ``(*spatial)``: argmax, then ``values[argmax]``.
-
-    ``values`` defaults to ``0..K-1``. Ties go to the lower class index (torch's argmax).
-    Returns uint8 when the values fit, else int32.
-    """
-    t = _tensor(logits)
-    k = t.shape[0]
-    values = list(range(k)) if values is None else [int(v) for v in values]
-    if len(values) != k:
-        raise ValueError(f"{k} class channels but {len(values)} label values {values}")
-    index = torch.argmax(t, dim=0).numpy()
-    dtype = _label_dtype(values)
-    if values == list(range(k)):
-        return index.astype(dtype)
-    return np.asarray(values, dtype=dtype)[index]
-
-
-def regions_from_logits(logits: torch.Tensor | np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """``(R, *spatial)`` region logits -> bool masks where ``sigmoid(logit) > threshold``."""
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold={threshold!r}: pass a probability strictly between 0 and 1")
-    t = _tensor(logits)
-    return (t > math.log(threshold / (1.0 - threshold))).numpy()
-
-
-def regions_to_label_map(
-    masks: np.ndarray,
-    regions: Mapping[str, Sequence[int]],
-    fill: Mapping[str, int] | None = None,
-    order: Sequence[tuple[str, int]] | None = None,
-) -> np.ndarray:
-    """``(R, *spatial)`` masks (channels in ``regions``' order) -> label map: painted in ``order``
-    (region, value) when given, else smallest region wins (``regions_to_labels``)."""
-
-    return regions_to_labels(np.asarray(masks, dtype=bool), regions, fill=fill, order=order)
 
 
 # --- connected components ---------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Pipeline per case: load the image (``attnseg.datasets.load_case``), preprocess it exactly as training
 did (``attnseg.training.data.preprocess``: optional resampling to the training spacing, then the
 normalisation), sliding-window inference, logits resampled back to the file's grid when the spacing
-was changed, then argmax (classes) or thresholds (regions, converted back to one label map), optional
-connected-component rules, and an atomic write with the input's affine and header.
+was changed, then the model's label scheme decodes them (``LabelScheme``: argmax for classes, or
+thresholds for regions painted back into one label map), with optional connected-component rules
+in between, and an atomic write with the input's affine and header.
 
 What the model file must tell (``InferenceSettings``) is its card, read by
 :func:`attnseg.models.card.read_model_card` (the one reader predict, export, visualize and compare
@@ -36,14 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from attnseg.config import PreprocessConfig
+from attnseg.datasets.label_scheme import ATTNSEG_PAINT_RULE, LabelScheme
 from attnseg.errors import ConfigError, DataError
-from attnseg.inference.postprocess import (
-    labels_from_logits,
-    postprocess_components,
-    probabilities_from_logits,
-    regions_from_logits,
-    regions_to_label_map,
-)
+from attnseg.inference.postprocess import postprocess_components, probabilities_from_logits
 from attnseg.inference.sliding_window import Predictor, sliding_window_inference
 from attnseg.io.paths import is_inside
 from attnseg.models.card import ModelCard, read_model_card
@@ -73,54 +69,35 @@ class InferenceSettings:
     out_channels: int
     patch_size: tuple[int, ...]
     preprocess: PreprocessConfig
-    kind: str = "labels"  # "labels" (softmax) or "regions" (sigmoid)
-    values: tuple[int, ...] = ()  # label value of each class channel (kind "labels")
-    names: tuple[str, ...] = ()  # class names (labels) or region names (regions)
-    regions: dict[str, list[int]] | None = None
-    # regions: (region, value) painting order, later over earlier (a dataset's nnU-Net
-    # regions_class_order, recorded by training); None = largest region first, each its lowest label
-    paint_order: tuple[tuple[str, int], ...] | None = None
+    # what the output channels mean and how logits become a label map; None: LabelScheme.default
+    label_scheme: LabelScheme | None = None
     channel_names: list[str] | None = None
     # the spatial axes the model saw mirrored in training (``augment.flip_axes`` when ``p_flip > 0``);
     # ``tta=True`` mirrors only these. None: not recorded (then ``tta=True`` means all 2**D flips)
     mirror_axes: tuple[int, ...] | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.label_scheme is None:
+            self.label_scheme = LabelScheme.default(self.out_channels)
+
     @classmethod
     def from_card(cls, card: ModelCard) -> InferenceSettings:
         """The settings of a model card (``attnseg.models.card``)."""
-        target = card.target
-        names = tuple(target["names"])
-        regions = (
-            dict(zip(names, (list(r) for r in target["regions"]))) if target["kind"] == "regions" else None
-        )
-        order = target.get("paint_order")
         return cls(
             card.spatial_dims,
             card.in_channels,
             card.out_channels,
             card.patch_size,
             dataclasses.replace(card.preprocess),
-            kind=target["kind"],
-            values=tuple(target["values"]),
-            names=names,
-            regions=regions,
-            paint_order=tuple((str(n), int(v)) for n, v in order) if order else None,
+            label_scheme=card.label_scheme,
             channel_names=list(card.channel_names) if card.channel_names else None,
             mirror_axes=card.mirror_axes,
             sources=dict(card.sources),
         )
 
-    @property
-    def activation(self) -> str:
-        return "sigmoid" if self.kind == "regions" else "softmax"
-
     def describe(self) -> str:
-        target = (
-            f"regions {', '.join(f'{n}={v}' for n, v in (self.regions or {}).items())}"
-            if self.kind == "regions"
-            else f"classes {', '.join(f'{n}={v}' for n, v in zip(self.names, self.values))}"
-        )
+        target = self.label_scheme.describe()
         spacing = self.preprocess.target_spacing_mm
         return (
             f"{self.spatial_dims}D, {self.in_channels} channel(s), {target}; patch {list(self.patch_size)}; "
@@ -140,15 +117,15 @@ def read_settings(
     return InferenceSettings.from_card(read_model_card(payload, path=path, use_run_folder=use_run_folder))
 
 
-def _dataset_paint_order(dataset, settings: InferenceSettings, log) -> tuple[tuple[str, int], ...] | None:
-    """The input dataset's painting order (nnU-Net ``regions_class_order``) for a region model whose
-    file records none (trained before attnseg recorded it), when both name the same regions with the
-    same labels; the choice is said once. None: keep the model's own rule."""
+def _dataset_paint_order(dataset, scheme: LabelScheme, log) -> LabelScheme:
+    """The model's label scheme, painting as the input dataset says (nnU-Net ``regions_class_order``)
+    when it is a region scheme whose file records no order (trained before attnseg recorded it) and
+    both name the same regions with the same labels; the choice is said once."""
     declared = dataset.info.get("region_paint_order")
-    if settings.kind != "regions" or settings.paint_order is not None or not declared:
-        return None
+    if scheme.kind != "regions" or scheme.paint_order or not declared:
+        return scheme
     order = tuple((str(n), int(v)) for n, v in declared)
-    ours = {n: sorted(v) for n, v in (settings.regions or {}).items()}
+    ours = {n: sorted(v) for n, v in scheme.region_map.items()}
     theirs = {n: sorted(v) for n, v in (dataset.regions or {}).items()}
     if ours == theirs:
         if log:
@@ -157,13 +134,13 @@ def _dataset_paint_order(dataset, settings: InferenceSettings, log) -> tuple[tup
                 f"{dataset.root}/dataset.json's regions_class_order says: "
                 + ", ".join(f"{n} -> {v}" for n, v in order)
             )
-        return order
+        return scheme.with_paint_order(order)
     if log:
         log(
             f"note: {dataset.root}/dataset.json declares regions_class_order, but its regions differ from "
-            "the model's; regions are painted by attnseg's rule (largest first, each with its own lowest label)"
+            f"the model's; regions are painted by {ATTNSEG_PAINT_RULE}"
         )
-    return None
+    return scheme
 
 
 # --- the model ------------------------------------------------------------------------------------------
@@ -271,15 +248,10 @@ def nonzero_bbox(image: np.ndarray) -> tuple[slice, ...] | None:
     return tuple(region)
 
 
-def _dtype(settings: InferenceSettings) -> np.dtype:
-    values = [v for vs in (settings.regions or {}).values() for v in vs] + list(settings.values) + [0]
-    return np.dtype(np.uint8) if min(values) >= 0 and max(values) <= 255 else np.dtype(np.int32)
-
-
 def _background_probabilities(settings: InferenceSettings, spatial: Sequence[int]) -> np.ndarray:
     """Probabilities of 'certainly background': class 0 = 1 (softmax), every region 0 (sigmoid)."""
     out = np.zeros((settings.out_channels, *spatial), dtype=np.float32)
-    if settings.kind == "labels":
+    if settings.label_scheme.kind == "labels":
         out[0] = 1.0
     return out
 
@@ -309,6 +281,7 @@ def predict_case(
 
     options = options or PredictOptions()
     s = model.settings
+    scheme = s.label_scheme
     start = time.perf_counter()
     image = np.asarray(image, dtype=np.float32)
     if image.ndim < 3:
@@ -343,7 +316,7 @@ def predict_case(
     crop = options.crop_nonzero if options.crop_nonzero is not None else pre.normalization == "zscore_nonzero"
     region = nonzero_bbox(image) if crop else tuple(slice(0, n) for n in spatial)
     if region is None:  # nothing but zeros: background everywhere, no network call
-        labels = np.full(spatial, s.values[0] if s.kind == "labels" and s.values else 0, dtype=_dtype(s))
+        labels = np.full(spatial, scheme.background, dtype=scheme.label_dtype)
         probabilities = _background_probabilities(s, spatial) if with_probabilities else None
         return CasePrediction(labels, probabilities, time.perf_counter() - start)
     cropped = image[(slice(None), *region)]
@@ -366,8 +339,8 @@ def predict_case(
     if tuple(logits.shape[1:]) != tuple(cropped.shape[1:]):
         logits = _resize(logits, cropped.shape[1:])
 
-    if s.kind == "regions":
-        masks = regions_from_logits(logits, options.threshold)
+    if scheme.kind == "regions":
+        masks = scheme.region_masks(logits, threshold=options.threshold)
         if options.keep_largest is not False or options.min_component_vox:
             masks = postprocess_components(
                 masks,
@@ -375,19 +348,19 @@ def predict_case(
                 min_voxels=options.min_component_vox,
                 channels_first=True,
             )
-        part = regions_to_label_map(masks, s.regions or {}, order=s.paint_order)
+        part = scheme.paint(masks)
     else:
-        part = labels_from_logits(logits, s.values)
-    labels = np.full(spatial, s.values[0] if s.kind == "labels" else 0, dtype=part.dtype)
+        part = scheme.decode(logits)
+    labels = np.full(spatial, scheme.background, dtype=part.dtype)
     labels[region] = part
-    if s.kind == "labels" and (options.keep_largest is not False or options.min_component_vox):
+    if scheme.kind == "labels" and (options.keep_largest is not False or options.min_component_vox):
         labels = postprocess_components(
             labels, keep_largest=options.keep_largest, min_voxels=options.min_component_vox
         )
     probabilities = None
     if with_probabilities:
         probabilities = _background_probabilities(s, spatial)
-        probabilities[(slice(None), *region)] = probabilities_from_logits(logits, s.activation)
+        probabilities[(slice(None), *region)] = probabilities_from_logits(logits, scheme.activation)
     return CasePrediction(labels, probabilities, time.perf_counter() - start)
 
 
@@ -561,11 +534,11 @@ def predict_folder(
         cases = [c for c in cases if c.case_id in wanted]
     found = list(cases)
     settings = loaded.settings
-    binary_output = settings.kind == "labels" and max(settings.values or (0, 1)) <= 1
+    binary_output = settings.label_scheme.kind == "labels" and max(settings.label_scheme.values) <= 1
     _check_channel_names(dataset, loaded.settings, log)
-    order = _dataset_paint_order(dataset, loaded.settings, log)
-    if order is not None:
-        loaded = replace(loaded, settings=replace(loaded.settings, paint_order=order))
+    scheme = _dataset_paint_order(dataset, settings.label_scheme, log)
+    if scheme != settings.label_scheme:
+        loaded = replace(loaded, settings=replace(settings, label_scheme=scheme))
     if log:
         defaults = [k for k, v in loaded.settings.sources.items() if str(v).startswith("default")]
         if defaults:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attnseg.datasets.regions import BRATS_REGIONS
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text
 from attnseg.io.images2d import is_image2d, load_mask2d, mask_set_encoding
@@ -39,12 +40,11 @@ from attnseg.metrics.surface import (
 )
 from attnseg.progress import progress as progress_lines
 
-# Label values of each region. BraTS 2017-2020: 1 NCR/NET, 2 ED, 4 ET. BraTS 2012-2015: 1 necrosis,
-# 2 oedema, 3 non-enhancing, 4 enhancing. BraTS 2023+: 1 NCR, 2 ED, 3 ET.
+# ``--regions`` presets: the BraTS region table of attnseg.datasets.regions (brats = the 2017-2022
+# labels, brats2015 = up to 2016, brats2023 = from 2023).
 REGION_PRESETS: dict[str, dict[str, tuple[int, ...]]] = {
-    "brats": {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)},
-    "brats2015": {"WT": (1, 2, 3, 4), "TC": (1, 3, 4), "ET": (4,)},
-    "brats2023": {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)},
+    preset: {name: tuple(values) for name, values in BRATS_REGIONS[scheme].items()}
+    for preset, scheme in (("brats", "2017"), ("brats2015", "2015"), ("brats2023", "2023"))
 }
 
 Targets = dict[str, tuple[int, ...]]

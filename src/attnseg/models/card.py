@@ -1,8 +1,8 @@
 """The model card: what a model file knows besides its weights, read in one place.
 
-A card holds the architecture (``model_config``), the label scheme (``target``: ``{"kind": "labels" |
-"regions", "values", "names", "regions"}`` and, for regions, an optional ``paint_order`` of
-``[region, value]`` pairs), the training patch size (``patch_size``, voxels), the preprocessing
+A card holds the architecture (``model_config``), the label scheme (``label_scheme``, stored under
+the key ``target`` as ``LabelScheme.to_dict()``: kind, values, names, regions and, for regions, an
+optional ``paint_order``; see :mod:`attnseg.datasets.label_scheme`), the training patch size (``patch_size``, voxels), the preprocessing
 (``preprocess``: ``normalization``, ``clip_percentiles``, ``target_spacing_mm``), the input channel
 names, the spatial axes mirrored in training (``mirror_axes``; None: not recorded) and the attnseg
 version that wrote the file. Training writes it at the top level of ``model.pt`` (``training_card``),
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from attnseg.config import PreprocessConfig, from_dict, load_yaml, to_dict, training_mirror_axes
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, ModelFileError
 from attnseg.models.checkpoint import read_model_file
 
@@ -67,7 +68,7 @@ class ModelCard:
     """
 
     model_config: dict[str, Any]
-    target: dict[str, Any]
+    label_scheme: LabelScheme
     patch_size: tuple[int, ...]
     preprocess: PreprocessConfig
     channel_names: tuple[str, ...] | None = None
@@ -102,7 +103,7 @@ class ModelCard:
         ONNX metadata (``defaulted`` lists the fields that are defaults, so a reader says so too)."""
         spacing = self.spacing_mm
         card = {
-            "target": json.loads(json.dumps(self.target)),
+            "target": self.label_scheme.to_dict(),
             "patch_size": list(self.patch_size),
             "preprocess": to_dict(self.preprocess),
             "spacing_mm": [float(s) for s in spacing] if spacing else None,
@@ -207,44 +208,27 @@ def _from_preprocessing(explicit: Mapping[str, Any], preprocess: Mapping[str, An
     return entries
 
 
-def _target(target: Mapping[str, Any] | None, out_channels: int, where: str) -> dict[str, Any]:
-    """A target checked against the model's outputs, in one form: kind, values, names, regions
-    (``[]`` for labels) and, for regions that have one, paint_order."""
+def _label_scheme(target: Mapping[str, Any] | None, out_channels: int, where: str) -> LabelScheme:
+    """The card's ``target`` entry as a :class:`LabelScheme`, checked against the model's outputs;
+    none recorded: ``LabelScheme.default(out_channels)``."""
     if target is None:
-        values = list(range(out_channels))
-        names = ["background", *(f"label_{v}" for v in range(1, out_channels))]
-        return {"kind": "labels", "values": values, "names": names, "regions": []}
-    kind = target.get("kind", "labels")
-    if kind == "regions":
-        names = [str(n) for n in target.get("names", [])]
-        regions = [[int(v) for v in r] for r in target.get("regions", [])]
-        if len(names) != len(regions) or len(names) != out_channels:
-            raise ModelFileError(
-                f"{where}: target declares regions {names} with {len(regions)} label sets; the "
-                f"model has {out_channels} output channel(s)"
-            )
-        out = {
-            "kind": "regions",
-            "values": [int(v) for v in target.get("values", [])],
-            "names": names,
-            "regions": regions,
-        }
-        if target.get("paint_order"):
-            order = [[str(n), int(v)] for n, v in target["paint_order"]]
-            unknown = [n for n, _ in order if n not in names]
-            if unknown:
-                raise ModelFileError(f"{where}: paint_order names regions {unknown} the target does not have")
-            out["paint_order"] = order
-        return out
-    if kind == "labels":
-        values = [int(v) for v in target.get("values", [])]
-        if len(values) != out_channels:
-            raise ModelFileError(
-                f"{where}: target declares label values {values}; the model has {out_channels} output channel(s)"
-            )
-        names = [str(n) for n in target.get("names", [])] or [f"label_{v}" for v in values]
-        return {"kind": "labels", "values": values, "names": names, "regions": []}
-    raise ModelFileError(f"{where}: target kind {kind!r}; expected 'labels' or 'regions'")
+        return LabelScheme.default(out_channels)
+    if not isinstance(target, Mapping):
+        raise ModelFileError(f"{where}: target is {type(target).__name__}; expected a label scheme mapping")
+    try:
+        scheme = LabelScheme.from_dict(target)
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{where}: {exc}") from None
+    if scheme.out_channels != out_channels:
+        declared = (
+            f"regions {list(scheme.names)}"
+            if scheme.kind == "regions"
+            else f"label values {list(scheme.values)}"
+        )
+        raise ModelFileError(
+            f"{where}: target declares {declared}; the model has {out_channels} output channel(s)"
+        )
+    return scheme
 
 
 def _payload(source: Any, path: str | os.PathLike | None) -> tuple[Mapping[str, Any], Path | None]:
@@ -320,8 +304,11 @@ def read_model_card(
     if len(patch) != dims or any(p < 1 for p in patch):
         raise ModelFileError(f"{where}: patch_size {list(patch)} does not fit a {dims}D model")
 
-    target = _target(merged.get("target"), out_channels, where)
-    sources.setdefault("target", f"default (classes 0..{out_channels - 1})")
+    label_scheme = _label_scheme(merged.get("target"), out_channels, where)
+    sources.setdefault(
+        "target",
+        f"default (classes 0..{out_channels - 1})" if out_channels > 1 else "default (one sigmoid channel)",
+    )
 
     mirror_axes = None
     if merged.get("mirror_axes") is not None:
@@ -334,7 +321,7 @@ def read_model_card(
     version = payload.get("attnseg_version")
     return ModelCard(
         model_config=config,
-        target=target,
+        label_scheme=label_scheme,
         patch_size=patch,
         preprocess=preprocess,
         channel_names=channel_names,
@@ -346,23 +333,23 @@ def read_model_card(
 
 def training_card(
     run_config: Mapping[str, Any],
-    target: Mapping[str, Any],
+    label_scheme: Mapping[str, Any],
     channel_names: Sequence[str] | None = None,
     *,
     model_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card a training run writes at the top level of ``model.pt`` and its checkpoints, from its
     saved configuration (``to_dict(RunConfig)``: ``data.patch_size``, ``preprocess``, ``augment``
-    flips), its target (``Target.to_dict()``) and the built model's config (default: the run
+    flips), its label scheme (``LabelScheme.to_dict()``) and the built model's config (default: the run
     configuration's ``model``), checked like any card read back.
 
-    Example: ``save_model(run / "model.pt", model, training_card(to_dict(config), target.to_dict(),
+    Example: ``save_model(run / "model.pt", model, training_card(to_dict(config), scheme.to_dict(),
     dataset.channel_names, model_config=to_dict(model.config)))``.
     """
     payload = {
         "model_config": model_config if model_config is not None else run_config.get("model") or {},
         "run_config": run_config,
-        "target": dict(target),
+        "target": dict(label_scheme),
         "channel_names": list(channel_names) if channel_names else None,
     }
     return read_model_card(payload, use_run_folder=False).to_dict()

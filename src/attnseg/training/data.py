@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from attnseg.config import AugmentConfig, PreprocessConfig
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, DataError
 
 
@@ -75,107 +76,6 @@ def preprocess(
             f"preprocess.normalization={config.normalization!r}; pass zscore_nonzero, zscore or none"
         )
     return np.ascontiguousarray(image, dtype=np.float32), label, spacing
-
-
-@dataclass(frozen=True)
-class Target:
-    """How a label map becomes the network's target.
-
-    ``kind="labels"``: softmax over ``values`` (label values, background first), target = class
-    index per voxel. ``kind="regions"``: one sigmoid channel per region (BraTS WT/TC/ET), target =
-    ``(R, *spatial)`` binary.
-    """
-
-    kind: str
-    values: tuple[int, ...]
-    names: tuple[str, ...]
-    regions: tuple[tuple[int, ...], ...] = ()
-    # regions only: (region, value) pairs in painting order, from a dataset that declares one (nnU-Net's
-    # regions_class_order); empty = attnseg's rule (largest region first, each with its own lowest label)
-    paint_order: tuple[tuple[str, int], ...] = ()
-
-    @property
-    def out_channels(self) -> int:
-        return len(self.regions) if self.kind == "regions" else len(self.values)
-
-    @property
-    def activation(self) -> str:
-        return "sigmoid" if self.kind == "regions" else "softmax"
-
-    @property
-    def channel_names(self) -> list[str]:
-        """Names of the scored channels: regions, or the foreground classes."""
-        return list(self.names) if self.kind == "regions" else list(self.names[1:])
-
-    def encode(self, label: np.ndarray) -> np.ndarray:
-        """Label values -> class indices ``(*spatial)`` int64, or regions ``(R, *spatial)`` uint8."""
-        label = np.asarray(label)
-        if self.kind == "regions":
-            out = np.empty((len(self.regions), *label.shape), dtype=np.uint8)
-            for r, vals in enumerate(self.regions):
-                out[r] = np.isin(label, vals)
-            return out
-        values = np.asarray(self.values)
-        if np.array_equal(values, np.arange(len(values))):
-            if label.size and (label.min() < 0 or label.max() >= len(values)):
-                extra = sorted(set(np.unique(label).tolist()) - set(self.values))
-                raise DataError(f"label values {extra} are not among the declared values {list(self.values)}")
-            return label.astype(np.int64)
-        order = np.argsort(values)
-        idx = np.searchsorted(values[order], label)
-        idx = np.clip(idx, 0, len(values) - 1)
-        if np.any(values[order][idx] != label):
-            extra = sorted(set(np.unique(label).tolist()) - set(self.values))
-            raise DataError(f"label values {extra} are not among the declared values {list(self.values)}")
-        return order[idx].astype(np.int64)
-
-    def to_dict(self) -> dict:
-        return {
-            "kind": self.kind,
-            "values": list(self.values),
-            "names": list(self.names),
-            "regions": [list(r) for r in self.regions],
-            **({"paint_order": [[n, v] for n, v in self.paint_order]} if self.paint_order else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Target:
-        return cls(
-            d["kind"],
-            tuple(int(v) for v in d["values"]),
-            tuple(str(n) for n in d["names"]),
-            tuple(tuple(int(v) for v in r) for r in d.get("regions", [])),
-            tuple((str(n), int(v)) for n, v in d.get("paint_order", [])),
-        )
-
-
-def make_target(
-    kind: str,
-    labels: dict[str, int],
-    regions: dict[str, list[int]] | None,
-    paint_order: Sequence[Sequence] | None = None,
-) -> Target:
-    """``kind`` in auto/labels/regions; ``labels`` name -> value (background included);
-    ``paint_order``: the dataset's (region, value) painting order for region targets, if it has one."""
-    if kind not in ("auto", "labels", "regions"):
-        raise ConfigError(f"data.target={kind!r}; pass auto, labels or regions")
-    if kind == "auto":
-        kind = "regions" if regions else "labels"
-    by_value = sorted(labels.items(), key=lambda kv: kv[1])
-    values = tuple(v for _, v in by_value)
-    names = tuple(n for n, _ in by_value)
-    if not values:
-        raise ConfigError(
-            "the dataset declares no labels; pass them (e.g. labels={background: 0, tumour: 1})"
-        )
-    if kind == "regions":
-        if not regions:
-            raise ConfigError("data.target=regions but the dataset declares no regions")
-        paint = tuple((str(n), int(v)) for n, v in paint_order or ())
-        return Target("regions", values, tuple(regions), tuple(tuple(r) for r in regions.values()), paint)
-    if len(values) < 2:
-        raise ConfigError(f"only one label declared ({labels}); segmentation needs background and a class")
-    return Target("labels", values, names)
 
 
 # --- patch sizes -------------------------------------------------------------------------------------
@@ -259,7 +159,7 @@ class PatchDataset(torch.utils.data.Dataset):
     def __init__(
         self,
         cases: Sequence[TrainingCase],
-        target: Target,
+        target: LabelScheme,
         augment: AugmentConfig | None,
         seed: int,
     ):

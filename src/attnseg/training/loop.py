@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from attnseg.config import LossConfig, OptimConfig, RunConfig, to_dict
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import AttnsegError, ConfigError
 from attnseg.io.atomic import atomic_write_text
 from attnseg.losses import DeepSupervisionLoss, build_loss
@@ -32,7 +33,7 @@ from attnseg.training import distributed as D
 from attnseg.training.amp import Precision, make_precision, resolve_device
 from attnseg.training.averaging import WeightAverages
 from attnseg.training.checkpointing import load_checkpoint, restore, save_checkpoint
-from attnseg.training.data import BatchPlan, PatchDataset, Target, TrainingCase, make_loader
+from attnseg.training.data import BatchPlan, PatchDataset, TrainingCase, make_loader
 from attnseg.training.report import format_summary, plot_training_curves, write_metrics
 from attnseg.training.schedules import make_schedule
 from attnseg.training.validation import validate
@@ -79,7 +80,7 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
     raise ConfigError(f"optim.name={config.name!r}; pass adamw or sgd")
 
 
-def build_training_loss(config: LossConfig, target: Target, deep_supervision: bool) -> nn.Module:
+def build_training_loss(config: LossConfig, target: LabelScheme, deep_supervision: bool) -> nn.Module:
     options: dict[str, Any] = {}
     name = config.name
     weights = None if config.class_weights is None else list(config.class_weights)
@@ -147,7 +148,7 @@ def fit(
     model: nn.Module,
     train_cases: list[TrainingCase],
     val_cases: list[TrainingCase],
-    target: Target,
+    target: LabelScheme,
     config: RunConfig,
     run_dir: str | Path,
     *,

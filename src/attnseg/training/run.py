@@ -29,11 +29,12 @@ import numpy as np
 import torch
 
 from attnseg.config import RunConfig, apply_overrides, from_dict, load_yaml, save_yaml, to_dict
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text, check_writable
 from attnseg.training import distributed as D
 from attnseg.training.budget import budget_defaults, explicit_keys, plan_for_budget
-from attnseg.training.data import Target, TrainingCase, make_target, preprocess
+from attnseg.training.data import TrainingCase, preprocess
 from attnseg.training.loop import TrainResult, fit
 from attnseg.training.plan import default_budget_vox, derive_batch_size, derive_patch_size, median_shape
 
@@ -126,7 +127,7 @@ def load_cases(
 
 
 def derive_settings(
-    config: RunConfig, dataset, target: Target, train_cases: Sequence[TrainingCase], device_type: str
+    config: RunConfig, dataset, target: LabelScheme, train_cases: Sequence[TrainingCase], device_type: str
 ) -> tuple[RunConfig, dict[str, Any]]:
     """Fill channels, classes, spatial dims, patch and batch size from the data; return what was derived."""
     model_cfg = dataclasses.replace(
@@ -256,7 +257,9 @@ def train(
     mask_note = check_masks_trainable(dataset, train_cases)
     if not labels:
         labels = _infer_labels(train_cases + val_cases)
-    target = make_target(config.data.target, labels, dataset.regions, dataset.info.get("region_paint_order"))
+    target = LabelScheme.from_labels(
+        labels, dataset.regions, kind=config.data.target, paint_order=dataset.info.get("region_paint_order")
+    )
     config, derived = derive_settings(config, dataset, target, train_cases, device_type)
     if minutes is not None and not resume:
         explicit = explicit_keys(load_yaml(config_file) if config_file else None, overrides)

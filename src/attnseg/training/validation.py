@@ -1,4 +1,5 @@
-"""Validation on whole volumes: sliding-window logits, then Dice per class or region."""
+"""Validation on whole volumes: sliding-window logits, then Dice per class or region (the scored
+channels' masks come from the label scheme, ``LabelScheme.masks_from_logits``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.training.amp import Precision
-from attnseg.training.data import Target, TrainingCase
+from attnseg.training.data import TrainingCase
 
 
 def predict_logits(
@@ -44,22 +46,6 @@ def predict_logits(
         model.train(was_training)
 
 
-def logits_to_masks(logits: torch.Tensor, target: Target) -> np.ndarray:
-    """Binary masks ``(M, *spatial)`` of the scored channels: foreground classes (argmax) or regions
-    (logit > 0, i.e. probability > 0.5)."""
-    if target.kind == "regions":
-        return (logits > 0).numpy()
-    pred = logits.argmax(0).numpy()
-    return np.stack([pred == k for k in range(1, len(target.values))])
-
-
-def truth_masks(label: np.ndarray, target: Target) -> np.ndarray:
-    encoded = target.encode(label)
-    if target.kind == "regions":
-        return encoded.astype(bool)
-    return np.stack([encoded == k for k in range(1, len(target.values))])
-
-
 def dice_per_channel(pred: np.ndarray, truth: np.ndarray) -> list[float]:
     """Dice per channel of binary ``(M, *spatial)`` masks; 1.0 when both are empty."""
     from attnseg.metrics import dice
@@ -70,7 +56,7 @@ def dice_per_channel(pred: np.ndarray, truth: np.ndarray) -> list[float]:
 def validate(
     model: nn.Module,
     cases: Sequence[TrainingCase],
-    target: Target,
+    target: LabelScheme,
     patch_size: Sequence[int],
     precision: Precision,
     overlap: float = 0.5,
@@ -82,7 +68,7 @@ def validate(
     for case in cases:
         logits = predict_logits(model, case.image, patch_size, precision, overlap, batch_size)
         per_case[case.case_id] = dice_per_channel(
-            logits_to_masks(logits, target), truth_masks(case.label, target)
+            target.masks_from_logits(logits), target.masks_from_labels(case.label)
         )
     table = np.asarray(list(per_case.values()), dtype=np.float64).reshape(len(per_case), len(names))
     per_channel = table.mean(0) if len(per_case) else np.full(len(names), np.nan)

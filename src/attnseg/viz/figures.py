@@ -42,7 +42,6 @@ __all__ = [
     "forward_with_attention",
     "gate_hooks",
     "label_colour",
-    "logits_to_labels",
     "make_view",
     "most_foreground_slice",
     "save_figure",
@@ -243,30 +242,6 @@ def attention_maps(
     """
     out = forward_with_attention(model, image, gates=gates, **kwargs)
     return [out.maps[k] for k in _check_gates(model, gates)]
-
-
-def logits_to_labels(logits: np.ndarray, target: Mapping[str, Any] | None = None) -> np.ndarray:
-    """Logits ``(K, *spatial)`` -> label map with the dataset's label values.
-
-    ``target`` is the ``"target"`` dict a training run stores in its model file (``kind`` labels or
-    regions, ``values``, ``names``, ``regions``). Labels: argmax, class index -> label value.
-    Regions: sigmoid > 0.5 per region, painted back to label values (smallest region wins). No
-    target: argmax index (one channel: sigmoid > 0.5).
-    """
-    logits = np.asarray(logits, dtype=np.float32)
-    if target and target.get("kind") == "regions":
-        from attnseg.datasets.regions import regions_to_labels
-
-        regions = {str(n): list(r) for n, r in zip(target["names"], target["regions"])}
-        return regions_to_labels(logits > 0.0, regions)  # sigmoid(x) > 0.5 <=> x > 0
-    if logits.shape[0] == 1:
-        return (logits[0] > 0.0).astype(np.uint8)
-    idx = np.argmax(logits, axis=0)
-    if target and target.get("values"):
-        values = np.asarray([int(v) for v in target["values"]])
-        if len(values) == logits.shape[0]:
-            return values[idx].astype(np.int32)
-    return idx.astype(np.int32)
 
 
 # --- slices -------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 This module only glues: it loads the model and the case, prepares the image as training did
 (normalisation and spacing from the model file's card, ``attnseg.models.card.read_model_card``),
-runs the model once with gate hooks (:func:`attnseg.viz.figures.forward_with_attention`), picks the
-slice and draws :func:`attnseg.viz.figures.case_figure`.
+runs the model once with gate hooks (:func:`attnseg.viz.figures.forward_with_attention`), decodes
+the logits with the card's label scheme (``LabelScheme.decode``, the same as ``attnseg predict``),
+picks the slice and draws :func:`attnseg.viz.figures.case_figure`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, DataError, ModelFileError
 from attnseg.io.paths import strip_image_suffix
 from attnseg.training.report import CURVE_NAME, is_run_folder, plot_training_curves
@@ -25,7 +27,6 @@ from attnseg.viz.figures import (
     VIEW_NAMES,
     case_figure,
     forward_with_attention,
-    logits_to_labels,
     make_view,
     most_foreground_slice,
     save_figure,
@@ -53,11 +54,12 @@ MODEL_FILE_NAMES = ("model.pt", "checkpoints/best.pt", "checkpoints/last.pt")
 
 @dataclass
 class ModelBundle:
-    """A loaded model and what the run knew about it (target, preprocessing, patch size)."""
+    """A loaded model and what the run knew about it (label scheme, preprocessing, patch size).
+    ``label_scheme`` None: ``LabelScheme.default`` of the model's outputs."""
 
     model: nn.Module
     path: Path | None = None
-    target: dict[str, Any] | None = None
+    label_scheme: LabelScheme | None = None
     preprocess: dict[str, Any] = field(default_factory=dict)
     patch_size: tuple[int, ...] | None = None
     channel_names: list[str] | None = None
@@ -67,7 +69,7 @@ class ModelBundle:
 def load_model_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
     """Load a model file, or the model of a run folder (``model.pt``, else ``checkpoints/best.pt``).
 
-    Target, preprocessing, patch size and channel names are the model file's card, read by the same
+    Label scheme, preprocessing, patch size and channel names are the model file's card, read by the same
     :func:`attnseg.models.card.read_model_card` as ``attnseg predict`` and ``attnseg export``; a
     default patch size is dropped (small cases then run as one whole-volume forward).
     """
@@ -89,13 +91,12 @@ def load_model_bundle(path: str | Path, device: str | torch.device = "cpu") -> M
     payload = read_model_file(path)
     card = read_model_card(payload, path=path)
     model = model_from_payload(payload, path, map_location=device)
-    target = dict(card.target)  # with paint_order when the file records one
     patch = None if "patch_size" in card.defaulted else tuple(card.patch_size)
     run_dir = next((f for f in (path.parent, path.parent.parent) if (f / "config.yaml").is_file()), None)
     return ModelBundle(
         model=model,
         path=path,
-        target=target,
+        label_scheme=card.label_scheme,  # with its paint_order when the file records one
         preprocess=dataclasses.asdict(card.preprocess),
         patch_size=patch,
         channel_names=list(card.channel_names) if card.channel_names else None,
@@ -255,7 +256,7 @@ def _select_channels(spec: Sequence[str | int] | None, names: Sequence[str]) -> 
 
 def resolve_output_class(
     spec: str | int | None,
-    target: Mapping[str, Any] | None,
+    scheme: LabelScheme | None,
     class_names: Mapping[int, str],
     out_channels: int,
 ) -> tuple[int, str]:
@@ -263,9 +264,9 @@ def resolve_output_class(
 
     ``None``/``"auto"``: the first foreground class (channel 1), or channel 0 for sigmoid outputs.
     """
-    kind = (target or {}).get("kind", "labels" if out_channels > 1 else "regions")
-    names = [str(n) for n in (target or {}).get("names", [])]
-    values = [int(v) for v in (target or {}).get("values", [])]
+    kind = scheme.kind if scheme else ("labels" if out_channels > 1 else "regions")
+    names = list(scheme.names) if scheme else []
+    values = list(scheme.values) if scheme else []
     if kind == "regions":
         labels_of_channel = names if names else [f"output {i}" for i in range(out_channels)]
     else:
@@ -301,15 +302,15 @@ def resolve_output_class(
 
 
 def _dice_per_target(
-    pred: np.ndarray, truth: np.ndarray, class_names: Mapping[int, str], target: Mapping[str, Any] | None
+    pred: np.ndarray, truth: np.ndarray, class_names: Mapping[int, str], scheme: LabelScheme | None
 ) -> dict[str, float]:
     """Dice per region (region models: WT/TC/ET as label sets) or per label value present."""
     from attnseg.metrics import dice
 
-    if target and target.get("kind") == "regions" and target.get("regions"):
+    if scheme and scheme.kind == "regions":
         return {
-            str(name): float(dice(np.isin(pred, values), np.isin(truth, values)))
-            for name, values in zip(target["names"], target["regions"])
+            name: float(dice(np.isin(pred, values), np.isin(truth, values)))
+            for name, values in scheme.region_map.items()
         }
     values = sorted((set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())) - {0})
     return {class_names.get(int(v), f"label {v}"): float(dice(pred == v, truth == v)) for v in values}
@@ -375,14 +376,15 @@ def render_case(
         model, work, gates=gates, patch_size=patch_size, overlap=overlap, slice_axis=slice_axis
     )
     pred = np.zeros(image.shape[1:], dtype=np.int32)
-    pred[region] = logits_to_labels(out.logits, bundle.target)
+    scheme = bundle.label_scheme or LabelScheme.default(out.logits.shape[0])
+    pred[region] = scheme.decode(out.logits)  # painted in the scheme's order, as predict paints
     maps = {}
     for k, m in out.maps.items():
         maps[k] = np.full(image.shape[1:], np.nan, dtype=np.float32)
         maps[k][region] = m
     class_names = dict(case.class_names)
-    if bundle.target and bundle.target.get("kind") == "labels" and not class_names:
-        class_names = {int(v): str(n) for v, n in zip(bundle.target["values"], bundle.target["names"])}
+    if bundle.label_scheme and bundle.label_scheme.kind == "labels" and not class_names:
+        class_names = dict(zip(bundle.label_scheme.values, bundle.label_scheme.names))
     class_names = {v: n for v, n in class_names.items() if v != 0}
 
     if case_dims == 3:
@@ -398,7 +400,9 @@ def render_case(
     cam = None
     cam_title = "Grad-CAM"
     if gradcam is not None:
-        channel, cam_name = resolve_output_class(gradcam, bundle.target, class_names, out.logits.shape[0])
+        channel, cam_name = resolve_output_class(
+            gradcam, bundle.label_scheme, class_names, out.logits.shape[0]
+        )
         layer_name = gradcam_layer or f"decoder.{len(getattr(model, 'decoder', [None])) - 1}"
         cam_title = f"Grad-CAM: {cam_name} at {layer_name}"
         cam = np.full(image.shape[1:], np.nan, dtype=np.float32)
@@ -433,7 +437,7 @@ def render_case(
     for k in maps:
         level = depth - 2 - k if depth else None
         gate_names[k] = f"attention gate {k}" + (f" (1/{2**level} res.)" if level is not None else "")
-    dice = _dice_per_target(pred, label, class_names, bundle.target) if label is not None else {}
+    dice = _dice_per_target(pred, label, class_names, bundle.label_scheme) if label is not None else {}
     names = case.channel_names or bundle.channel_names or [f"channel {c}" for c in range(image.shape[0])]
     if title is None:
         spacing_text = " x ".join(f"{s:g}" for s in spacing)
