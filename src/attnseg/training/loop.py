@@ -46,7 +46,7 @@ from attnseg.models.card import training_card
 from attnseg.models.checkpoint import read_model_file, save_model
 from attnseg.progress import progress
 from attnseg.training import distributed as D
-from attnseg.training.amp import make_precision, resolve_device
+from attnseg.training.amp import Precision, make_precision, resolve_device
 from attnseg.training.averaging import WeightAverages
 from attnseg.training.checkpointing import load_checkpoint, restore, save_checkpoint
 from attnseg.training.data import BatchPlan, PatchDataset, Target, TrainingCase, make_loader
@@ -183,6 +183,12 @@ class TrainState:
             "skipped_batches": self.skipped_batches,
         }
 
+    def add_epoch(self, record: dict[str, Any], skipped: int) -> None:
+        """An epoch is done: its record joins the history."""
+        self.history.append(record)
+        self.epoch = int(record["epoch"])
+        self.skipped_batches += skipped
+
     @property
     def elapsed_seconds(self) -> float:
         """Training seconds of the sessions so far (as of the last epoch record)."""
@@ -262,6 +268,11 @@ class Session:
     net: nn.Module | None = None  # the model, or its DDP wrapper over the parameters that train
     gates_frozen: bool | None = None
 
+    @property
+    def over(self) -> bool:
+        """This session's share (``stop_after_epochs``) is done."""
+        return self.stop_after_epochs is not None and self.epochs >= self.stop_after_epochs
+
     def elapsed(self) -> float:
         """Training seconds over all sessions of this run."""
         return self.elapsed_before + time.perf_counter() - self.started
@@ -299,7 +310,7 @@ def build_setup(
     dist_info: D.DistInfo | None,
     model_extra: dict[str, Any] | None,
 ) -> Setup:
-    """Device, precision, optimiser, loss, schedule and patch dataset; the model moves to the device."""
+    """Processes, device, optimiser, loss, schedule and patch dataset; the model moves to the device."""
     tc, oc = config.train, config.optim
     device_type = "cuda" if (tc.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
     dist = dist_info or D.init_from_env(device_type)
@@ -307,38 +318,16 @@ def build_setup(
     precision = make_precision(tc.precision, device)
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
-    model.to(device)
-    optimizer = build_optimizer(model, oc)
-    scaler = precision.scaler()
-    loss_fn = build_training_loss(config.loss, target, bool(getattr(model, "deep_supervision", False)))
+    parts = build_step_parts(model, config, target, train_cases, precision, dist, run_dir)
     iters = iterations_per_epoch(config, len(train_cases), dist.world_size)
     total = tc.epochs * iters
     schedule = make_schedule(oc.schedule, total, oc.lr, oc.warmup_iters, oc.min_lr, oc.poly_power)
-    memory_format = None
-    if tc.channels_last:
-        memory_format = torch.channels_last_3d if config.model.spatial_dims == 3 else torch.channels_last
-        model.to(memory_format=memory_format)
     dataset = PatchDataset(train_cases, target, config.augment, tc.seed)
     try:
         averages = WeightAverages(tc.weight_averages)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     run_config = to_dict(config)
-    parts = StepParts(
-        model=model,
-        optimizer=optimizer,
-        scaler=scaler,
-        loss_fn=loss_fn,
-        precision=precision,
-        dist=dist,
-        case_ids=[c.case_id for c in train_cases],
-        last_checkpoint=run_dir / "checkpoints" / "last.pt",
-        hint=nan_hints(config, precision),
-        grad_accum=oc.grad_accum,
-        grad_clip_norm=oc.grad_clip_norm,
-        nan_policy=tc.nan_policy,
-        memory_format=memory_format,
-    )
     return Setup(
         config=config,
         model=model,
@@ -357,6 +346,42 @@ def build_setup(
         run_config=run_config,
         extra=model_card(model, target, run_config, model_extra),
         say=log if dist.is_main else (lambda _msg: None),
+    )
+
+
+def build_step_parts(
+    model: nn.Module,
+    config: RunConfig,
+    target: Target,
+    train_cases: list[TrainingCase],
+    precision: Precision,
+    dist: D.DistInfo,
+    run_dir: Path,
+) -> StepParts:
+    """Optimiser, scaler and loss for ``train_step``; the model moves to the device (and layout)."""
+    tc, oc = config.train, config.optim
+    model.to(precision.device)
+    optimizer = build_optimizer(model, oc)
+    scaler = precision.scaler()
+    loss_fn = build_training_loss(config.loss, target, bool(getattr(model, "deep_supervision", False)))
+    memory_format = None
+    if tc.channels_last:
+        memory_format = torch.channels_last_3d if config.model.spatial_dims == 3 else torch.channels_last
+        model.to(memory_format=memory_format)
+    return StepParts(
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        loss_fn=loss_fn,
+        precision=precision,
+        dist=dist,
+        case_ids=[c.case_id for c in train_cases],
+        last_checkpoint=run_dir / "checkpoints" / "last.pt",
+        hint=nan_hints(config, precision),
+        grad_accum=oc.grad_accum,
+        grad_clip_norm=oc.grad_clip_norm,
+        nan_policy=tc.nan_policy,
+        memory_format=memory_format,
     )
 
 
@@ -590,23 +615,17 @@ def report_epoch(s: Setup, session: Session, state: TrainState, record: dict, im
 
 
 def should_stop(
-    epoch: int,
-    tc: TrainConfig,
-    *,
-    time_up: bool,
-    validated: bool,
-    bad_validations: int,
-    session_epochs: int,
-    stop_after_epochs: int | None,
+    epoch: int, tc: TrainConfig, time_up: bool, validated: bool, bad_validations: int, session_over: bool
 ) -> str | None:
-    """Why the run ends after epoch ``epoch`` (1-based) before ``train.epochs``, or None:
-    ``time_limit``, ``early_stopping`` (``train.early_stop_patience`` validations in a row without a
-    new best) or ``stop_after_epochs`` (this session's share is done; resume to continue)."""
+    """Why the run ends after epoch ``epoch`` (1-based), or None: ``time_limit``, ``early_stopping``
+    (after a validation, ``train.early_stop_patience`` of them in a row without a new best) or
+    ``stop_after_epochs`` (``session_over``: this session's share is done before ``train.epochs``;
+    resume to continue). After the last epoch the run ends ``completed`` without asking."""
     if time_up:
         return "time_limit"
     if tc.early_stop_patience is not None and validated and bad_validations >= tc.early_stop_patience:
         return "early_stopping"
-    if stop_after_epochs is not None and session_epochs >= stop_after_epochs and epoch < tc.epochs:
+    if session_over and epoch < tc.epochs:
         return "stop_after_epochs"
     return None
 
@@ -642,29 +661,19 @@ def fit(
         for epoch in range(state.epoch, tc.epochs):
             freeze_gates(s, session, epoch)
             steps = run_epoch(s, state, session, epoch)
-            state.skipped_batches += steps.skipped
             session.epochs += 1
             record = epoch_record(s, state, steps, epoch, session.gates_frozen)
-            session_over = stop_after_epochs is not None and session.epochs >= stop_after_epochs
-            last = epoch + 1 == tc.epochs or steps.time_up or session_over
+            last = epoch + 1 == tc.epochs or steps.time_up or session.over
             validated = validation_due(epoch + 1, tc, has_cases=bool(val_cases), last=last)
             improved = validated and s.dist.is_main and validate_and_track_best(s, state, record)
-            record["epoch_seconds"] = time.perf_counter() - steps.started
-            record["elapsed_seconds"] = session.elapsed()
-            state.history.append(record)
-            state.epoch = epoch + 1
+            record.update(
+                epoch_seconds=time.perf_counter() - steps.started, elapsed_seconds=session.elapsed()
+            )
+            state.add_epoch(record, skipped=steps.skipped)
             if s.dist.is_main:
                 save_checkpoints(s, state, improved)
                 report_epoch(s, session, state, record, improved)
-            stop = should_stop(
-                epoch + 1,
-                tc,
-                time_up=steps.time_up,
-                validated=validated,
-                bad_validations=state.bad_validations,
-                session_epochs=session.epochs,
-                stop_after_epochs=stop_after_epochs,
-            )
+            stop = should_stop(epoch + 1, tc, steps.time_up, validated, state.bad_validations, session.over)
             if stop := D.broadcast_object(stop, s.dist):
                 session.stopped = stop
                 break
