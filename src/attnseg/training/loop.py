@@ -428,7 +428,16 @@ def start_session(s: Setup, state: TrainState, stop_after_epochs: int | None) ->
         bar = _progress(int(round(tc.time_limit_s)), int(before), enabled=show, unit="s")
     else:
         bar = _progress(s.schedule.total_iters, state.iteration, enabled=show)
-    return Session(state.epoch, state.iteration, before, stop_after_epochs, started, bar, writer, started)
+    return Session(
+        start_epoch=state.epoch,
+        start_iteration=state.iteration,
+        elapsed_before=before,
+        stop_after_epochs=stop_after_epochs,
+        started=started,
+        bar=bar,
+        writer=writer,
+        last_plot=started,
+    )
 
 
 # --- one epoch ------------------------------------------------------------------------------------------
@@ -500,11 +509,11 @@ def run_epoch(s: Setup, state: TrainState, session: Session, epoch: int) -> Epoc
             )
         state.iteration += 1
         show_step(s, session, steps, epoch, state.iteration)
-        if tc.time_limit_s is not None and not D.all_true(
-            session.elapsed() < tc.time_limit_s, s.dist, s.device
-        ):
-            steps.time_up = True
-            break
+        if tc.time_limit_s is not None:
+            time_left = session.elapsed() < tc.time_limit_s
+            if not D.all_true(time_left, s.dist, s.device):  # every rank stops after the same step
+                steps.time_up = True
+                break
     return steps
 
 
