@@ -3,7 +3,8 @@
 ``fit`` works on preprocessed cases in memory (``TrainingCase``); ``attnseg.training.run.train``
 goes from a data folder to a run folder and calls it. One iteration = one optimiser step
 (``optim.grad_accum`` micro-batches). The learning rate is ``schedule(iteration)``, set before
-every step. Checkpoints are written at the end of every epoch (``checkpoints/last.pt``) and when
+every step (``LrSchedule``; with ``train.schedule_by_time``, at the share of the time budget spent
+when that is larger). Checkpoints are written at the end of every epoch (``checkpoints/last.pt``) and when
 the mean validation Dice improves (``checkpoints/best.pt``).
 
 The shape is nnU-Net's ``run_training``: ``fit`` is a short list of named steps, each a small
