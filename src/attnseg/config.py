@@ -39,7 +39,7 @@ class ModelConfig:
     norm: str = "instance"
     act: str = "leaky_relu"
     deep_supervision: bool = False
-    checkpointing: bool = False
+    activation_checkpointing: bool = False
 
 
 @dataclass
@@ -312,10 +312,16 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
 
 T = typing.TypeVar("T")
 
+# settings renamed since a release: files written before keep loading (old name -> new name)
+RENAMED = {"ModelConfig": {"checkpointing": "activation_checkpointing"}}
+
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from plain data; unknown keys raise ConfigError listing the known ones."""
     data = dict(data or {})
+    for old, new in RENAMED.get(cls.__name__, {}).items():
+        if old in data and new not in data:
+            data[new] = data.pop(old)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

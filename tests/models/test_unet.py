@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attnseg.config import ModelConfig, from_dict
+from attnseg.errors import ConfigError
 from attnseg.models import AttentionGate, AttentionUNet, UNet, build_model
 
 SMALL = (4, 8, 16)
@@ -114,7 +116,7 @@ def test_forced_closed_gate_zeroes_the_skip():
 def test_checkpointing_gives_same_gradients():
     torch.manual_seed(3)
     plain = AttentionUNet(3, 1, 2, SMALL, norm="group")
-    ckpt = AttentionUNet(3, 1, 2, SMALL, norm="group", checkpointing=True)
+    ckpt = AttentionUNet(3, 1, 2, SMALL, norm="group", activation_checkpointing=True)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(1, 1, 16, 16, 16)
     plain(x).sum().backward()
@@ -151,9 +153,15 @@ def test_registry_builds_by_name():
     model = build_model({"name": "attention_unet", "spatial_dims": 2, "features": [4, 8]})
     assert type(model) is AttentionUNet
     assert build_model(model.config).config == model.config
-    from attnseg.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown"):
         build_model({"name": "resnet"})
     with pytest.raises(ConfigError, match="unknown setting"):
         build_model({"name": "unet", "widths": [1, 2]})
+
+
+def test_old_setting_name_checkpointing_still_loads():
+    """Model files and configs written before the rename say ``checkpointing``."""
+
+    config = from_dict(ModelConfig, {"checkpointing": True}, "model")
+    assert config.activation_checkpointing is True

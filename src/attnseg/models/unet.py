@@ -35,7 +35,8 @@ class AttentionUNet(nn.Module):
         act: ``"leaky_relu"`` or ``"relu"``.
         deep_supervision: add 1x1 heads on the coarser decoder levels; in training mode forward
             returns a list of logits, finest first; in eval mode only the final logits.
-        checkpointing: recompute encoder/decoder blocks in backward (less memory, more time).
+        activation_checkpointing: recompute encoder/decoder blocks in backward (less memory, more
+            time); not to be confused with training checkpoints or model files.
         channels_last: run 3D convolutions in the channels-last memory layout (``"auto"``: on CPU).
             oneDNN's weight-gradient kernels are many times faster in that layout on CPU (the first
             convolution's, with few input channels, 17x in ``benchmarks/bench_model.py``'s profile);
@@ -58,7 +59,7 @@ class AttentionUNet(nn.Module):
         norm: str = "instance",
         act: str = "leaky_relu",
         deep_supervision: bool = False,
-        checkpointing: bool = False,
+        activation_checkpointing: bool = False,
         channels_last: bool | str = "auto",
     ):
         super().__init__()
@@ -90,7 +91,7 @@ class AttentionUNet(nn.Module):
         self.norm = norm
         self.act = act
         self.deep_supervision = deep_supervision
-        self.checkpointing = checkpointing
+        self.activation_checkpointing = activation_checkpointing
         if channels_last not in (True, False, "auto"):
             raise ValueError(f"channels_last={channels_last!r}: pass True, False or 'auto'")
         self.channels_last = channels_last
@@ -147,11 +148,11 @@ class AttentionUNet(nn.Module):
             norm=self.norm,
             act=self.act,
             deep_supervision=self.deep_supervision,
-            checkpointing=self.checkpointing,
+            activation_checkpointing=self.activation_checkpointing,
         )
 
     def _run(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpointing and self.training and torch.is_grad_enabled():
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(block, x, use_reentrant=False)
         return block(x)
 
