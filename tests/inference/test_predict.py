@@ -237,6 +237,22 @@ def test_predict_case_resamples_to_the_training_spacing_and_back():
         result.labels[:11], 0
     )  # ramp < 0 (up to the interpolation at the sign change)
     np.testing.assert_array_equal(result.labels[13:], 1)
+    # one value is isotropic, as in training: [2.0] predicts exactly like [2.0, 2.0, 2.0]
+    iso = PreprocessConfig(normalization="none", target_spacing_mm=(2.0,))
+    same = predict_case(intensity_model(preprocess=iso), np.ascontiguousarray(ramp), (1.0, 1.0, 1.0))
+    np.testing.assert_array_equal(same.labels, result.labels)
+    # ... and for a 2D model over a volume, both in-plane axes (the slice axis keeps its spacing)
+    slices = PredictOptions(slice_axis=2)
+    in_plane = PreprocessConfig(normalization="none", target_spacing_mm=(2.0, 2.0))
+    two_values = predict_case(
+        intensity_model(2, preprocess=in_plane), np.ascontiguousarray(ramp), (1.0, 1.0, 1.0), slices
+    )
+    one_value = predict_case(
+        intensity_model(2, preprocess=iso), np.ascontiguousarray(ramp), (1.0, 1.0, 1.0), slices
+    )
+    assert two_values.labels.shape == (24, 16, 10)
+    np.testing.assert_array_equal(one_value.labels, two_values.labels)
+    np.testing.assert_array_equal(one_value.labels[13:], 1)
 
 
 def test_2d_model_runs_slice_wise_over_a_volume():

@@ -5,10 +5,10 @@ import pytest
 
 from attnseg.config import RunConfig, apply_overrides, from_dict, to_dict
 from attnseg.datasets.label_scheme import LabelScheme
-from attnseg.training.data import TrainingCase
+from attnseg.transforms.loader import PreparedCase
 
 
-def disc_case(i: int, size: int = 24, channels: int = 1) -> TrainingCase:
+def disc_case(i: int, size: int = 24, channels: int = 1) -> PreparedCase:
     """A noisy 2D image with one bright disc (label 1)."""
     rng = np.random.default_rng(i)
     yy, xx = np.mgrid[:size, :size]
@@ -18,7 +18,7 @@ def disc_case(i: int, size: int = 24, channels: int = 1) -> TrainingCase:
     image = np.stack([label + 0.3 * rng.standard_normal(label.shape) for _ in range(channels)]).astype(
         np.float32
     )
-    return TrainingCase(f"disc{i:02d}", image, label, (1.0, 1.0))
+    return PreparedCase(f"disc{i:02d}", image, label, (1.0, 1.0))
 
 
 @pytest.fixture

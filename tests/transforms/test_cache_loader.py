@@ -1,17 +1,20 @@
-"""Decoded-volume cache, prepared cases, and the seeded Dataset/DataLoader path."""
+"""Decoded-volume cache, prepared cases, and the seeded patch Dataset/DataLoader (the one training-data path)."""
 
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
 from attnseg.config import AugmentConfig, PreprocessConfig
+from attnseg.datasets.regions import labels_to_indices, labels_to_regions
+from attnseg.errors import ConfigError, DataError
+from attnseg.transforms.batch_plan import BatchPlan
 from attnseg.transforms.cache import VolumeCache, file_key
-from attnseg.transforms.loader import CaseStore, PatchDataset, make_loader
-from attnseg.transforms.sampling import PatchSampler
+from attnseg.transforms.loader import CaseStore, PatchDataset, PreparedCase, make_loader
 
 
 def test_file_key_follows_path_size_and_mtime(tmp_path):
@@ -81,6 +84,7 @@ def test_case_store_normalises_once_and_locates_classes(phantom_dataset, tmp_pat
     assert store.cache.stats["misses"] == 1
     store.get("Phantom_001")
     assert store.cache.stats["disk_hits"] == 1
+    assert store[store.case_ids.index("Phantom_001")].case_id == "Phantom_001" and len(store) == 3
     # other preprocessing is another entry
     other = CaseStore(phantom_dataset, PreprocessConfig(target_spacing_mm=(10.0,)), cache=store.cache).get(
         "Phantom_001"
@@ -89,44 +93,86 @@ def test_case_store_normalises_once_and_locates_classes(phantom_dataset, tmp_pat
     assert set(np.unique(other.label).tolist()) <= {0, 1, 2, 4}
 
 
-def _dataset(phantom_dataset, target="labels", regions=None):
+def _dataset(phantom_dataset, encode=None, seed=11):
     cfg = AugmentConfig(p_rotate=1, p_elastic=1, p_gamma=1, p_noise=1, fg_fraction=0.5)
-    sampler = PatchSampler((16, 16, 16), cfg, classes=[0, 1, 2, 4])
     store = CaseStore(phantom_dataset)
-    return PatchDataset(store, sampler, samples_per_epoch=6, seed=11, target=target, regions=regions)
+    return PatchDataset(store, cfg, seed=seed, classes=[0, 1, 2, 4], encode=encode)
 
 
-def test_items_are_replayable_and_targets(phantom_dataset):
+def test_patches_are_a_function_of_the_key_and_replayable(phantom_dataset):
     ds = _dataset(phantom_dataset)
-    item = ds[7]
-    assert item["image"].shape == (4, 16, 16, 16) and item["image"].dtype == torch.float32
-    assert item["label"].dtype == torch.int64 and item["index"] == 7
-    again = _dataset(phantom_dataset)[7]
-    assert torch.equal(item["image"], again["image"]) and torch.equal(item["label"], again["label"])
-    case = ds.store.get(ds.case_for(7))
-    img, lbl = ds.sampler.apply(case.image, case.label, ds.params_for(7))
-    np.testing.assert_array_equal(img, item["image"].numpy())
-    # each epoch visits every case (6 samples, 3 cases: each twice)
-    assert sorted(ds.case_for(g) for g in range(6, 12)) == sorted(ds.store.case_ids * 2)
-    idx = _dataset(phantom_dataset, "indices")[7]["label"]
-    np.testing.assert_array_equal(idx.numpy(), np.searchsorted([0, 1, 2, 4], item["label"].numpy()))
+    key = (1, 0, 3, (16, 16, 16))
+    image, label, index = ds[key]
+    assert image.shape == (4, 16, 16, 16) and image.dtype == torch.float32
+    assert label.shape == (16, 16, 16) and label.dtype == torch.int64 and index == 1
+    again = ds[key]
+    assert torch.equal(image, again[0]) and torch.equal(label, again[1])
+    fresh = _dataset(phantom_dataset)[key]  # another process would build its own dataset
+    assert torch.equal(image, fresh[0]) and torch.equal(label, fresh[1])
+    other = ds[(1, 0, 4, (16, 16, 16))]  # same case, another position: other random choices
+    assert not torch.equal(image, other[0])
+    assert not torch.equal(image, _dataset(phantom_dataset, seed=12)[key][0])
+    # the random choices come from default_rng([seed, epoch, position]) and replay exactly
+    case = ds.case(1)
+    params = ds.params_for(key)
+    sampler = ds.sampler((16, 16, 16))
+    drawn = sampler.draw(
+        np.random.default_rng([11, 0, 3]),
+        case.shape,
+        channels=4,
+        locations=case.locations,
+        spacing_mm=case.spacing_mm,
+    )
+    assert params.to_dict() == drawn.to_dict()
+    img, lbl = sampler.apply(case.image, case.label, params)
+    np.testing.assert_array_equal(img, image.numpy())
+    np.testing.assert_array_equal(lbl, label.numpy())
+    # a patch of another size (multi-scale training) from the same key numbers
+    assert ds[(1, 0, 3, (8, 16, 16))][0].shape == (4, 8, 16, 16)
+
+
+def test_targets_are_encoded_by_the_given_function(phantom_dataset):
+    key = (2, 1, 7, (16, 16, 16))
+    _, label, _ = _dataset(phantom_dataset)[key]
+    _, idx, _ = _dataset(phantom_dataset, partial(labels_to_indices, values=[0, 1, 2, 4]))[key]
+    np.testing.assert_array_equal(idx.numpy(), np.searchsorted([0, 1, 2, 4], label.numpy()))
     regions = {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}
-    reg = _dataset(phantom_dataset, "regions", regions)[7]["label"]
-    assert reg.shape == (3, 16, 16, 16) and reg.dtype == torch.float32
-    np.testing.assert_array_equal(reg[0].numpy() == 1, item["label"].numpy() > 0)
+    _, reg, _ = _dataset(phantom_dataset, partial(labels_to_regions, regions=regions))[key]
+    assert reg.shape == (3, 16, 16, 16) and reg.dtype == torch.uint8
+    np.testing.assert_array_equal(reg[0].numpy() == 1, label.numpy() > 0)
+    np.testing.assert_array_equal(reg[2].numpy() == 1, label.numpy() == 4)
+    undeclared = _dataset(phantom_dataset, partial(labels_to_indices, values=[0, 1, 2]))
+    with pytest.raises(
+        DataError, match=rf"case {undeclared.cases.case_ids[2]}: label values \[4\] are not among"
+    ):
+        undeclared[key]
+
+
+def test_unlabelled_cases_are_refused_by_name():
+    case = PreparedCase("u1", np.zeros((1, 8, 8), np.float32), None, (1.0, 1.0))
+    with pytest.raises(DataError, match="case u1: no label"):
+        PatchDataset([case], None, seed=0)[(0, 0, 0, (8, 8))]
+    with pytest.raises(ConfigError, match="no cases"):
+        PatchDataset([], None, seed=0)
 
 
 def test_loader_batches_do_not_depend_on_workers(phantom_dataset):
     ds = _dataset(phantom_dataset)
-    ds.store.preload()
-    serial = make_loader(ds, batch_size=3, num_workers=0)
-    parallel = make_loader(ds, batch_size=3, num_workers=2)
+    ds.cases.preload()
+
+    def plan(epoch):
+        return BatchPlan(
+            n_cases=len(ds.cases), epoch=epoch, micro_batches=2, batch_size=3, seed=11, base_patch=(16,) * 3
+        )
+
     for epoch in (0, 1):
-        serial.sampler.set_epoch(epoch)
-        parallel.sampler.set_epoch(epoch)
-        a, b = list(serial), list(parallel)
-        assert len(a) == len(b) == 2
-        for x, y in zip(a, b):
-            assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
-            assert x["case_id"] == y["case_id"]
-    assert [b["index"].tolist() for b in a] == [[6, 7, 8], [9, 10, 11]]
+        serial = list(make_loader(ds, plan(epoch), num_workers=0))
+        parallel = list(make_loader(ds, plan(epoch), num_workers=2))
+        assert len(serial) == len(parallel) == 2
+        for (x, y, i), (xp, yp, ip) in zip(serial, parallel):
+            assert torch.equal(x, xp) and torch.equal(y, yp) and torch.equal(i, ip)
+            assert x.shape == (3, 4, 16, 16, 16)
+        # each epoch visits every case (6 samples, 3 cases: each twice), in a seeded order per epoch
+        indices = [i for _, _, batch in serial for i in batch.tolist()]
+        assert sorted(indices) == [0, 0, 1, 1, 2, 2]
+        assert indices == [k[0] for batch in plan(epoch) for k in batch]

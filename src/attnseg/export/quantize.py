@@ -44,7 +44,7 @@ from attnseg.errors import ConfigError, DataError, ModelFileError
 from attnseg.export.onnx import export_onnx, set_metadata
 from attnseg.export.runtime import make_session, metadata_of
 from attnseg.io.atomic import atomic_write
-from attnseg.training.data import preprocess as preprocess_case
+from attnseg.transforms.preprocess import preprocess as preprocess_case
 
 FORMATS = ("qoperator", "qdq")
 INTEGER_OPS = ("QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger")

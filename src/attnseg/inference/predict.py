@@ -1,7 +1,7 @@
 """Prediction to files: a model file and an input (dataset folder, case folder or file) -> label maps.
 
 Pipeline per case: load the image (``attnseg.datasets.load_case``), preprocess it exactly as training
-did (``attnseg.training.data.preprocess``: optional resampling to the training spacing, then the
+did (``attnseg.transforms.preprocess.preprocess``: optional resampling to the training spacing, then the
 normalisation), sliding-window inference, logits resampled back to the file's grid when the spacing
 was changed, then the model's label scheme decodes them (``LabelScheme``: argmax for classes, or
 thresholds for regions painted back into one label map), with optional connected-component rules
@@ -43,6 +43,7 @@ from attnseg.inference.postprocess import postprocess_components, probabilities_
 from attnseg.inference.sliding_window import Predictor, sliding_window_inference
 from attnseg.io.paths import is_inside
 from attnseg.models.card import ModelCard, read_model_card
+from attnseg.transforms.preprocess import preprocess, target_spacing
 
 __all__ = [
     "CasePrediction",
@@ -277,8 +278,6 @@ def predict_case(
     case_id: str = "?",
 ) -> CasePrediction:
     """Predict one image ``(C, *spatial)`` (raw intensities, file voxel order) -> label map on its grid."""
-    from attnseg.training.data import preprocess
-
     options = options or PredictOptions()
     s = model.settings
     scheme = s.label_scheme
@@ -301,6 +300,10 @@ def predict_case(
     spacing = tuple(float(v) for v in spacing_mm) if spacing_mm else (1.0,) * data_dims
 
     pre = s.preprocess
+    if pre.target_spacing_mm is not None and len(pre.target_spacing_mm) == 1:
+        # one value is isotropic, as training read it; a 2D model's two axes are the in-plane ones
+        iso = target_spacing(pre.target_spacing_mm, s.spatial_dims)
+        pre = dataclasses.replace(pre, target_spacing_mm=iso)
     if pre.target_spacing_mm is not None and len(pre.target_spacing_mm) != data_dims:
         if s.spatial_dims == 2 and data_dims == 3 and len(pre.target_spacing_mm) == 2:
             target = list(spacing)

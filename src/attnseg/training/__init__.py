@@ -5,14 +5,12 @@ memory. See ``attnseg.training.run`` for the run-folder layout.
 """
 
 from attnseg.training.checkpointing import load_checkpoint, save_checkpoint
-from attnseg.training.data import TrainingCase
 from attnseg.training.loop import TrainingDiverged, TrainResult, fit
 from attnseg.training.run import load_run_config, train
 from attnseg.training.schedules import make_schedule, poly_lr, warmup_cosine_lr
 
 __all__ = [
     "TrainResult",
-    "TrainingCase",
     "TrainingDiverged",
     "fit",
     "load_checkpoint",

@@ -6,8 +6,8 @@ only its name and the iteration are stored), ``epoch``/``iteration``, ``history`
 every RNG state (torch CPU and CUDA, numpy's global generator, Python's ``random``). Everything is
 plain data or tensors, so ``torch.load(weights_only=True)`` loads it; writes are atomic (temp file +
 rename), so a run killed mid-write leaves the previous checkpoint intact. The training data order
-is not an RNG state: every patch is drawn from a generator seeded by ``(seed, epoch, iteration,
-position)`` (see ``attnseg.training.data``), so it needs nothing saved.
+is not an RNG state: every patch is drawn from a generator seeded by ``(seed, epoch, position)``
+(see ``attnseg.transforms.batch_plan``), so it needs nothing saved.
 """
 
 from __future__ import annotations

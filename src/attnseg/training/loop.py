@@ -1,6 +1,6 @@
 """The training loop: optimiser steps on patches, validation on whole volumes, checkpoints.
 
-``fit`` works on preprocessed cases in memory (``TrainingCase``); ``attnseg.training.run.train``
+``fit`` works on preprocessed cases (``attnseg.transforms.PreparedCase``); ``attnseg.training.run.train``
 goes from a data folder to a run folder and calls it. One iteration = one optimiser step
 (``optim.grad_accum`` micro-batches). The learning rate is ``schedule(iteration)``, set before
 every step (``LrSchedule``; with ``train.schedule_by_time``, at the share of the time budget spent
@@ -51,11 +51,12 @@ from attnseg.training import distributed as D
 from attnseg.training.amp import Precision, make_precision, resolve_device
 from attnseg.training.averaging import WeightAverages
 from attnseg.training.checkpointing import load_checkpoint, restore, save_checkpoint
-from attnseg.training.data import BatchPlan, PatchDataset, TrainingCase, make_loader
 from attnseg.training.report import format_summary, plot_training_curves, write_metrics
 from attnseg.training.schedules import make_schedule
 from attnseg.training.step import StepParts, StepResult, TrainingDiverged, nan_hints, train_step
 from attnseg.training.validation import validate
+from attnseg.transforms.batch_plan import BatchPlan
+from attnseg.transforms.loader import PatchDataset, PreparedCase, make_loader
 
 PLOT_EVERY_S = 60.0
 
@@ -232,8 +233,8 @@ class Setup:
 
     config: RunConfig
     model: nn.Module
-    train_cases: list[TrainingCase]
-    val_cases: list[TrainingCase]
+    train_cases: list[PreparedCase]
+    val_cases: list[PreparedCase]
     target: LabelScheme
     run_dir: Path
     dist: D.DistInfo
@@ -287,7 +288,7 @@ class Session:
 
 
 # --- before the first epoch ---------------------------------------------------------------------------
-def check_settings(config: RunConfig, train_cases: list[TrainingCase]) -> None:
+def check_settings(config: RunConfig, train_cases: list[PreparedCase]) -> None:
     tc, oc = config.train, config.optim
     if tc.nan_policy not in ("stop", "skip"):
         raise ConfigError(f"train.nan_policy={tc.nan_policy!r}; pass stop or skip")
@@ -303,8 +304,8 @@ def check_settings(config: RunConfig, train_cases: list[TrainingCase]) -> None:
 
 def build_setup(
     model: nn.Module,
-    train_cases: list[TrainingCase],
-    val_cases: list[TrainingCase],
+    train_cases: list[PreparedCase],
+    val_cases: list[PreparedCase],
     target: LabelScheme,
     config: RunConfig,
     run_dir: Path,
@@ -324,7 +325,9 @@ def build_setup(
     iters = iterations_per_epoch(config, len(train_cases), dist.world_size)
     total = tc.epochs * iters
     schedule = make_schedule(oc.schedule, total, oc.lr, oc.warmup_iters, oc.min_lr, oc.poly_power)
-    dataset = PatchDataset(train_cases, target, config.augment, tc.seed)
+    dataset = PatchDataset(
+        train_cases, config.augment, seed=tc.seed, classes=target.values, encode=target.encode
+    )
     try:
         averages = WeightAverages(tc.weight_averages)
     except ValueError as error:
@@ -355,7 +358,7 @@ def build_step_parts(
     model: nn.Module,
     config: RunConfig,
     target: LabelScheme,
-    train_cases: list[TrainingCase],
+    train_cases: list[PreparedCase],
     precision: Precision,
     dist: D.DistInfo,
     run_dir: Path,
@@ -644,8 +647,8 @@ def should_stop(
 # --- the loop -------------------------------------------------------------------------------------------
 def fit(
     model: nn.Module,
-    train_cases: list[TrainingCase],
-    val_cases: list[TrainingCase],
+    train_cases: list[PreparedCase],
+    val_cases: list[PreparedCase],
     target: LabelScheme,
     config: RunConfig,
     run_dir: str | Path,

@@ -34,9 +34,10 @@ from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text, check_writable
 from attnseg.training import distributed as D
 from attnseg.training.budget import budget_defaults, explicit_keys, plan_for_budget
-from attnseg.training.data import TrainingCase, preprocess
 from attnseg.training.loop import TrainResult, fit
 from attnseg.training.plan import default_budget_vox, derive_batch_size, derive_patch_size, median_shape
+from attnseg.transforms.cache import VolumeCache
+from attnseg.transforms.loader import CaseStore, PreparedCase
 
 
 def load_run_config(
@@ -96,38 +97,21 @@ def select_split(dataset, config: RunConfig) -> dict[str, list[str]]:
 
 def load_cases(
     dataset, case_ids: Sequence[str], config: RunConfig, classes: Sequence[int] | None
-) -> list[TrainingCase]:
-    from attnseg.datasets import load_case
-
-    out = []
-    for case_id in case_ids:
-        case = dataset.case(case_id)
-        image, label, meta = load_case(case, dataset)
-        if image.ndim - 1 != dataset.spatial_dims:
-            raise DataError(
-                f"case {case_id}: image {case.images[0]} is {image.ndim - 1}D (shape "
-                f"{tuple(image.shape[1:])}); the dataset is {dataset.spatial_dims}D, and one model "
-                "trains on one kind (attnseg check lists the odd cases)"
-            )
-        if label is not None and classes is not None:
-            # checked here, on the file's values: resampling and augmentation only ever produce
-            # declared values, so an undeclared one would otherwise vanish or fail mid-training
-            extra = sorted(set(np.unique(label).tolist()) - set(classes))
-            if extra:
-                voxels = ", ".join(f"{v}: {int((label == v).sum())} voxels" for v in extra[:5])
-                raise DataError(
-                    f"case {case_id}: label {case.label} has value(s) {extra} ({voxels}); the dataset "
-                    f"declares {sorted(classes)}. Fix the label map or declare the value (attnseg check "
-                    "lists every such case)"
-                )
-        spacing = tuple(meta.spacing_mm)[: image.ndim - 1] if meta.spacing_mm else (1.0,) * (image.ndim - 1)
-        image, label, spacing = preprocess(image, label, spacing, config.preprocess, classes, case_id)
-        out.append(TrainingCase(case_id, image, None if label is None else np.asarray(label), spacing))
-    return out
+) -> list[PreparedCase]:
+    """Decode and preprocess the cases once (``attnseg.transforms.CaseStore``) and keep them in memory."""
+    # the list holds every case for the whole run, so the store's cache would only hold a second copy
+    store = CaseStore(
+        dataset,
+        config.preprocess,
+        VolumeCache(memory_bytes=0, mode="memory"),
+        classes=classes,
+        case_ids=case_ids,
+    )
+    return [store.get(case_id) for case_id in case_ids]
 
 
 def derive_settings(
-    config: RunConfig, dataset, target: LabelScheme, train_cases: Sequence[TrainingCase], device_type: str
+    config: RunConfig, dataset, target: LabelScheme, train_cases: Sequence[PreparedCase], device_type: str
 ) -> tuple[RunConfig, dict[str, Any]]:
     """Fill channels, classes, spatial dims, patch and batch size from the data; return what was derived."""
     model_cfg = dataclasses.replace(
@@ -167,7 +151,7 @@ def derive_settings(
     return dataclasses.replace(config, model=model_cfg, data=data_cfg), derived
 
 
-def check_masks_trainable(dataset, cases: Sequence[TrainingCase]) -> str | None:
+def check_masks_trainable(dataset, cases: Sequence[PreparedCase]) -> str | None:
     """Refuse (DataError, one line naming the dataset) masks that decode to background only or whose
     values look like an encoding accident; return the 2D masks' decoding note to say once, if any."""
     from attnseg.datasets.masks2d import mask_set_encoding
@@ -187,7 +171,7 @@ def check_masks_trainable(dataset, cases: Sequence[TrainingCase]) -> str | None:
     return masks.note() if masks is not None else None
 
 
-def _infer_labels(cases: Sequence[TrainingCase]) -> dict[str, int]:
+def _infer_labels(cases: Sequence[PreparedCase]) -> dict[str, int]:
     values = sorted({int(v) for c in cases if c.label is not None for v in np.unique(c.label)} | {0})
     return {("background" if v == 0 else f"label_{v}"): v for v in values}
 

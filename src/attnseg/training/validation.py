@@ -11,7 +11,7 @@ from torch import nn
 
 from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.training.amp import Precision
-from attnseg.training.data import TrainingCase
+from attnseg.transforms.loader import PreparedCase
 
 
 def predict_logits(
@@ -55,7 +55,7 @@ def dice_per_channel(pred: np.ndarray, truth: np.ndarray) -> list[float]:
 
 def validate(
     model: nn.Module,
-    cases: Sequence[TrainingCase],
+    cases: Sequence[PreparedCase],
     target: LabelScheme,
     patch_size: Sequence[int],
     precision: Precision,

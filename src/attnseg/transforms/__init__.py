@@ -1,6 +1,12 @@
-"""Cases to training patches: normalisation, one fused sampling grid per patch, foreground
-oversampling, class weights, a decoded-volume cache and a torch Dataset/DataLoader."""
+"""Cases to training patches: preprocessing, one fused sampling grid per patch, foreground
+oversampling, class weights, a decoded-volume cache, the seeded batch plan and a torch
+Dataset/DataLoader (``loader`` is the one training-data pipeline).
 
+``preprocess`` is imported from its module, ``attnseg.transforms.preprocess``; re-exporting the
+function here would hide that module behind a function of the same name.
+"""
+
+from attnseg.transforms.batch_plan import BatchPlan
 from attnseg.transforms.cache import VolumeCache, file_key
 from attnseg.transforms.intensity import (
     IntensityParams,
@@ -11,11 +17,9 @@ from attnseg.transforms.intensity import (
 )
 from attnseg.transforms.loader import (
     CaseStore,
-    EpochSampler,
     PatchDataset,
     PreparedCase,
     make_loader,
-    preprocess_arrays,
     seed_worker,
 )
 from attnseg.transforms.sampling import (
@@ -39,8 +43,8 @@ from attnseg.transforms.spatial import (
 )
 
 __all__ = [
+    "BatchPlan",
     "CaseStore",
-    "EpochSampler",
     "IntensityParams",
     "PatchDataset",
     "PatchSampler",
@@ -60,7 +64,6 @@ __all__ = [
     "make_loader",
     "nonzero_mask",
     "normalize_zscore",
-    "preprocess_arrays",
     "resample_to_spacing",
     "resampled_affine",
     "rotation_matrix",

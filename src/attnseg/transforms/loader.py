@@ -1,83 +1,66 @@
-"""Cases to batches: preprocessing once per case (cached), then a torch Dataset of random patches.
+"""Cases to training batches: the one data pipeline, used by ``attnseg train`` and the Python API.
 
-Reproducibility: sample ``g`` (a global number, ``epoch * samples_per_epoch + i``) depends only on
-``(seed, g)`` -- its case, its crop and its augmentation -- not on which worker made it or how many
-workers there are. The :class:`EpochSampler` hands out global numbers from the main process, so
-``loader.sampler.set_epoch(e)`` works with persistent workers.
+1. :class:`CaseStore` decodes and preprocesses each case once
+   (:func:`attnseg.transforms.preprocess.preprocess`), finds where each class lies, and keeps the
+   result in a :class:`~attnseg.transforms.cache.VolumeCache` (memory, or ``.npy`` memory maps that
+   a later run reuses); it hands out :class:`PreparedCase` objects.
+2. :class:`~attnseg.transforms.batch_plan.BatchPlan` says which case and patch size every sample of
+   an epoch has, as keys ``(case_index, epoch, position, patch_size)``: a pure function of the seed,
+   split exactly between DDP ranks.
+3. :class:`PatchDataset` turns a key into a patch: the random choices are drawn from
+   ``np.random.default_rng([seed, epoch, position])`` (``params_for`` returns them, the sampler's
+   ``apply`` replays them), so a sample does not depend on the worker, the worker count or the rank.
+4. :func:`make_loader` is the DataLoader over a dataset and one epoch's plan.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from attnseg.config import PreprocessConfig, to_dict
-from attnseg.errors import ConfigError
+from attnseg.config import AugmentConfig, PreprocessConfig, to_dict
+from attnseg.datasets import load_case
+from attnseg.datasets.masks2d import mask_set_encoding
+from attnseg.errors import ConfigError, DataError
+from attnseg.transforms.batch_plan import BatchPlan
 from attnseg.transforms.cache import VolumeCache, file_key
-from attnseg.transforms.intensity import normalize_zscore
+from attnseg.transforms.preprocess import preprocess
 from attnseg.transforms.sampling import PatchSampler, SampleParams, class_locations
-from attnseg.transforms.spatial import resample_to_spacing
+
+PatchKey = tuple[int, int, int, tuple[int, ...]]  # (case_index, epoch, position, patch_size)
 
 
 @dataclass
 class PreparedCase:
-    """A case ready for sampling: normalised image ``(C, *spatial)`` float32, label, where each
-    foreground class lies (``locations``), and the geometry after preprocessing."""
+    """One preprocessed case: image ``(C, *spatial)`` float32 (normalised), label ``(*spatial)`` with
+    the dataset's label values (None for unlabelled cases), the voxel spacing after preprocessing
+    (mm), and where each foreground class lies (``locations``: value -> voxel indices ``(N, D)``;
+    None until :class:`PatchDataset` needs them)."""
 
     case_id: str
     image: np.ndarray
     label: np.ndarray | None
-    locations: dict[int, np.ndarray]
     spacing_mm: tuple[float, ...]
-    affine: np.ndarray
+    locations: dict[int, np.ndarray] | None = field(default=None, repr=False)
 
-
-def preprocess_arrays(
-    image: np.ndarray,
-    label: np.ndarray | None,
-    spacing_mm: Sequence[float],
-    affine: np.ndarray,
-    config: PreprocessConfig,
-    classes: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...], np.ndarray]:
-    """Resample (optional), then normalise: the pure part of :func:`prepare_case`."""
-    spacing = tuple(float(s) for s in spacing_mm)
-    if config.target_spacing_mm is not None:
-        target = tuple(float(t) for t in config.target_spacing_mm)
-        if len(target) == 1:
-            target = target * len(spacing)
-        if len(target) != len(spacing):
-            raise ConfigError(
-                f"target_spacing_mm {target} has {len(target)} values for {len(spacing)}D images"
-            )
-        image, new_affine = resample_to_spacing(image, spacing, target, affine=affine)
-        if label is not None:
-            label, _ = resample_to_spacing(label, spacing, target, is_label=True, classes=classes)
-        spacing, affine = target, new_affine
-    norm = config.normalization
-    if norm == "zscore_nonzero":
-        image = normalize_zscore(image, nonzero=True, clip=config.clip_percentiles)
-    elif norm == "zscore":
-        image = normalize_zscore(image, nonzero=False, clip=config.clip_percentiles)
-    elif norm == "none":
-        image = np.ascontiguousarray(image, dtype=np.float32)
-    else:
-        raise ConfigError(f"normalization must be zscore_nonzero, zscore or none, got {norm!r}")
-    return image, label, spacing, np.asarray(affine, np.float64)
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.image.shape[1:])
 
 
 class CaseStore:
     """Prepared cases of a dataset, decoded and preprocessed once and kept in a :class:`VolumeCache`.
 
     ``dataset``: an ``attnseg.datasets.Dataset``. ``classes``: the label values, background first
-    (default: the dataset's declared values). ``cache``: where prepared volumes live (default: in
-    memory up to 2 GiB, no disk).
+    (default: the dataset's declared values); a label with another value is refused. ``cache``:
+    where prepared volumes live (default: in memory up to 2 GiB, no disk). ``store[i]`` is the
+    prepared case ``case_ids[i]``, so a store can stand where a list of cases is expected.
     """
 
     def __init__(
@@ -100,13 +83,14 @@ class CaseStore:
             raise ConfigError(f"case(s) {missing[:5]} are not in the dataset at {dataset.root}")
         self.case_ids = ids
         self._settings = repr(sorted(to_dict(self.preprocess).items())) + repr(self.classes)
-        if getattr(dataset, "spatial_dims", None) == 2:  # decide the 2D mask encoding once, before workers
-            from attnseg.datasets.masks2d import mask_set_encoding
-
+        if dataset.spatial_dims == 2:  # decide the 2D mask encoding once, before workers
             mask_set_encoding(dataset)
 
     def __len__(self) -> int:
         return len(self.case_ids)
+
+    def __getitem__(self, index: int) -> PreparedCase:
+        return self.get(self.case_ids[index])
 
     def key(self, case_id: str) -> str:
         case = self.dataset.case(case_id)
@@ -114,34 +98,50 @@ class CaseStore:
         channels = self.dataset.info.get("channel_indices")
         return file_key(files, self._settings + repr(channels))
 
-    def _produce(self, case_id: str) -> dict:
-        from attnseg.datasets import load_case
+    def _check(self, case: Any, image: np.ndarray, label: np.ndarray | None) -> None:
+        if image.ndim - 1 != self.dataset.spatial_dims:
+            raise DataError(
+                f"case {case.case_id}: image {case.images[0]} is {image.ndim - 1}D (shape "
+                f"{tuple(image.shape[1:])}); the dataset is {self.dataset.spatial_dims}D, and one model "
+                "trains on one kind (attnseg check lists the odd cases)"
+            )
+        if label is not None and self.classes is not None:
+            # checked here, on the file's values: resampling and augmentation only ever produce
+            # declared values, so an undeclared one would otherwise vanish or fail mid-training
+            extra = sorted(set(np.unique(label).tolist()) - set(self.classes))
+            if extra:
+                voxels = ", ".join(f"{v}: {int((label == v).sum())} voxels" for v in extra[:5])
+                raise DataError(
+                    f"case {case.case_id}: label {case.label} has value(s) {extra} ({voxels}); the dataset "
+                    f"declares {sorted(self.classes)}. Fix the label map or declare the value (attnseg check "
+                    "lists every such case)"
+                )
 
+    def _produce(self, case_id: str) -> dict:
         case = self.dataset.case(case_id)
         image, label, meta = load_case(case, self.dataset)
-        image, label, spacing, affine = preprocess_arrays(
-            image, label, meta.spacing_mm, meta.affine, self.preprocess, self.classes
-        )
-        entry: dict = {"image": np.ascontiguousarray(image, dtype=np.float32)}
-        fg = None if self.classes is None else [c for c in self.classes[1:]]
+        self._check(case, image, label)
+        dims = image.ndim - 1
+        spacing = tuple(meta.spacing_mm)[:dims] if meta.spacing_mm else (1.0,) * dims
+        image, label, spacing = preprocess(image, label, spacing, self.preprocess, self.classes, case_id)
+        entry: dict = {"image": image}
+        fg = None if self.classes is None else self.classes[1:]
         if label is not None:
             entry["label"] = np.ascontiguousarray(label)
             for k, idx in class_locations(label, fg).items():
                 entry[f"loc_{k}"] = idx
-        entry["meta"] = {"spacing_mm": list(spacing), "affine": np.asarray(affine).tolist()}
+        entry["meta"] = {"spacing_mm": list(spacing)}
         return entry
 
     def get(self, case_id: str) -> PreparedCase:
         entry = self.cache.get(self.key(case_id), lambda: self._produce(case_id))
         locations = {int(k[4:]): v for k, v in entry.items() if k.startswith("loc_")}
-        meta = entry["meta"]
         return PreparedCase(
             case_id,
             entry["image"],
             entry.get("label"),
-            locations,
-            tuple(meta["spacing_mm"]),
-            np.asarray(meta["affine"]),
+            tuple(entry["meta"]["spacing_mm"]),
+            locations if "label" in entry else None,
         )
 
     def preload(self) -> None:
@@ -150,70 +150,65 @@ class CaseStore:
             self.get(case_id)
 
 
-def _targets(label: np.ndarray, target: str, classes: Sequence[int] | None, regions) -> np.ndarray:
-    if target == "labels":
-        return label
-    from attnseg.datasets.regions import labels_to_indices, labels_to_regions
-
-    if target == "indices":
-        return labels_to_indices(label, classes).astype(np.int64)
-    return labels_to_regions(label, regions).astype(np.float32)
-
-
 class PatchDataset(torch.utils.data.Dataset):
-    """Random training patches from a :class:`CaseStore`: item ``g`` is a dict with ``image``
-    ``(C, *patch)`` float32, ``label`` (see ``target``), ``case_id`` and ``index``.
+    """Training patches by plan key: ``(case_index, epoch, position, patch_size) -> (image
+    (C, *patch) float32, target, case_index)``.
 
-    ``target``: ``"labels"`` (int64 label values as stored), ``"indices"`` (int64 class indices
-    0..K-1 over the store's classes) or ``"regions"`` (``(R, *patch)`` float32 masks for
-    ``regions``, e.g. BraTS WT/TC/ET). ``samples_per_epoch`` patches make one epoch; each epoch
-    visits the cases in a fresh seeded order, cycling when there are more samples than cases.
+    ``cases``: prepared cases (a list, or a :class:`CaseStore`, which prepares them on first use).
+    ``augment``: the augmentation settings; None = plain crops (foreground oversampling at the
+    default rate, no other change). ``classes``: the label values, background first (foreground
+    oversampling and label interpolation use them; default: the values present). ``encode``: label
+    patch -> training target, e.g. class indices or region masks (default: the label values as
+    they are). ``seed``: with the key, it fixes every random choice of the patch.
     """
 
     def __init__(
         self,
-        store: CaseStore,
-        sampler: PatchSampler,
-        samples_per_epoch: int,
+        cases: Sequence[PreparedCase],
+        augment: AugmentConfig | None,
         *,
-        seed: int = 0,
-        target: str = "labels",
-        regions: dict[str, list[int]] | None = None,
-    ) -> None:
-        if samples_per_epoch < 1:
-            raise ConfigError(f"samples_per_epoch must be >= 1, got {samples_per_epoch}")
-        if target not in ("labels", "indices", "regions"):
-            raise ConfigError(f"target must be labels, indices or regions, got {target!r}")
-        if target == "regions" and not regions:
-            raise ConfigError(
-                "target='regions' needs the regions, e.g. {'WT': [1, 2, 4], 'TC': [1, 4], 'ET': [4]}"
-            )
-        if target == "indices" and not store.classes:
-            raise ConfigError("target='indices' needs the label values (the dataset declares none)")
-        if len(store) == 0:
+        seed: int,
+        classes: Sequence[int] | None = None,
+        encode: Callable[[np.ndarray], np.ndarray] | None = None,
+    ):
+        if len(cases) == 0:
             raise ConfigError("no cases to sample patches from")
-        self.store = store
-        self.sampler = sampler
-        self.samples_per_epoch = int(samples_per_epoch)
+        self.cases = cases
+        self.augment = augment if augment is not None else AugmentConfig()
+        self.use_augment = augment is not None
         self.seed = int(seed)
-        self.target = target
-        self.regions = regions
+        self.classes = None if classes is None else [int(c) for c in classes]
+        self.encode = encode
+        self._samplers: dict[tuple[int, ...], PatchSampler] = {}
 
     def __len__(self) -> int:
-        return self.samples_per_epoch
+        return len(self.cases)
 
-    def case_for(self, g: int) -> str:
-        """The case of global sample ``g``: a seeded permutation per epoch, cycled."""
-        epoch, i = divmod(int(g), self.samples_per_epoch)
-        order = np.random.default_rng([self.seed, epoch, 0xCA5E]).permutation(len(self.store))
-        return self.store.case_ids[int(order[i % len(order)])]
+    def sampler(self, patch_size: Sequence[int]) -> PatchSampler:
+        """The patch sampler for one patch size (multi-scale training uses several)."""
+        patch_size = tuple(int(p) for p in patch_size)
+        if patch_size not in self._samplers:
+            self._samplers[patch_size] = PatchSampler(
+                patch_size, self.augment, classes=self.classes, augment=self.use_augment
+            )
+        return self._samplers[patch_size]
 
-    def params_for(self, g: int, case: PreparedCase | None = None) -> SampleParams:
-        """The random choices behind sample ``g`` (replay with ``sampler.apply``)."""
-        if case is None:
-            case = self.store.get(self.case_for(g))
-        rng = np.random.default_rng([self.seed, int(g)])
-        return self.sampler.draw(
+    def case(self, index: int) -> PreparedCase:
+        """Case ``index``, labelled, with its class locations when foreground oversampling needs them."""
+        case = self.cases[index]
+        if case.label is None:
+            raise DataError(f"case {case.case_id}: no label; training cases need one")
+        if case.locations is None and self.augment.fg_fraction > 0:
+            fg = None if self.classes is None else self.classes[1:]
+            case.locations = class_locations(case.label, fg)
+        return case
+
+    def params_for(self, key: PatchKey, case: PreparedCase | None = None) -> SampleParams:
+        """The random choices behind the patch of ``key`` (``sampler(key[3]).apply`` replays them)."""
+        index, epoch, position, patch_size = key
+        case = self.case(index) if case is None else case
+        rng = np.random.default_rng([self.seed, epoch, position])
+        return self.sampler(patch_size).draw(
             rng,
             case.image.shape[1:],
             channels=case.image.shape[0],
@@ -221,34 +216,19 @@ class PatchDataset(torch.utils.data.Dataset):
             spacing_mm=case.spacing_mm,
         )
 
-    def __getitem__(self, g: int) -> dict[str, Any]:
-        case = self.store.get(self.case_for(g))
-        params = self.params_for(g, case)
-        image, label = self.sampler.apply(case.image, case.label, params)
-        item: dict[str, Any] = {"image": torch.from_numpy(image), "case_id": case.case_id, "index": int(g)}
-        if label is not None:
-            item["label"] = torch.from_numpy(
-                np.ascontiguousarray(_targets(label, self.target, self.store.classes, self.regions))
-            )
-        return item
-
-
-class EpochSampler(Sampler[int]):
-    """Global sample numbers of one epoch, ``epoch * n .. epoch * n + n - 1`` (call ``set_epoch``)."""
-
-    def __init__(self, samples_per_epoch: int, epoch: int = 0) -> None:
-        self.samples_per_epoch = int(samples_per_epoch)
-        self.epoch = int(epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.samples_per_epoch
-
-    def __iter__(self):
-        start = self.epoch * self.samples_per_epoch
-        return iter(range(start, start + self.samples_per_epoch))
+    def __getitem__(self, key: PatchKey) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index, _, _, patch_size = key
+        case = self.case(index)
+        image, label = self.sampler(patch_size).apply(case.image, case.label, self.params_for(key, case))
+        try:
+            target = label if self.encode is None else self.encode(label)
+        except DataError as exc:
+            raise DataError(f"case {case.case_id}: {exc}") from None
+        return (
+            torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(target)),
+            index,
+        )
 
 
 def seed_worker(worker_id: int) -> None:
@@ -259,35 +239,17 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(
-    dataset: PatchDataset,
-    batch_size: int,
-    *,
-    num_workers: int = 0,
-    epoch: int = 0,
-    persistent_workers: bool = True,
-    prefetch_factor: int | None = 2,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """A DataLoader over ``dataset`` with seeded workers; ``loader.sampler.set_epoch(e)`` per epoch.
+def make_loader(dataset: PatchDataset, plan: BatchPlan, num_workers: int = 0) -> DataLoader:
+    """The DataLoader of one epoch: ``plan`` (that epoch's :class:`BatchPlan`) is its batch sampler.
 
-    Workers are forked after the store's cases are prepared in memory if you call
-    ``dataset.store.preload()`` first (shared copy-on-write); with a disk cache they share the
-    memory maps through the page cache.
+    Workers are forked when the loader is iterated: cases already in memory (a list, or a store
+    after ``preload()``) are shared copy-on-write; a disk cache's memory maps through the page cache.
     """
-    sampler = EpochSampler(len(dataset), epoch)
-    kwargs: dict[str, Any] = {}
-    if num_workers > 0:
-        kwargs["persistent_workers"] = persistent_workers
-        kwargs["prefetch_factor"] = prefetch_factor
-        kwargs["worker_init_fn"] = seed_worker
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        batch_sampler=plan,
         num_workers=num_workers,
-        pin_memory=pin_memory,
-        drop_last=False,
-        generator=torch.Generator().manual_seed(dataset.seed),
-        **kwargs,
+        persistent_workers=False,
+        pin_memory=False,
+        worker_init_fn=seed_worker if num_workers > 0 else None,
     )

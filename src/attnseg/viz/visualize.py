@@ -23,6 +23,7 @@ from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, DataError, ModelFileError
 from attnseg.io.paths import strip_image_suffix
 from attnseg.training.report import CURVE_NAME, is_run_folder, plot_training_curves
+from attnseg.transforms.preprocess import preprocess as preprocess_case
 from attnseg.viz.figures import (
     VIEW_NAMES,
     case_figure,
@@ -196,14 +197,13 @@ def prepare_image(
     preprocess: Mapping[str, Any] | None = None,
     case_id: str = "?",
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...]]:
-    """Resample and normalise exactly as training did (:func:`attnseg.training.data.preprocess`);
+    """Resample and normalise exactly as training did (:func:`attnseg.transforms.preprocess.preprocess`);
     ``preprocess`` is a ``PreprocessConfig`` as a dict (default: z-score inside the non-zero region)."""
     from attnseg.config import PreprocessConfig, from_dict
-    from attnseg.training.data import preprocess as training_preprocess
 
     config = from_dict(PreprocessConfig, dict(preprocess or {}), "preprocess")
     classes = sorted(int(v) for v in np.unique(label)) if label is not None else None
-    return training_preprocess(image, label, spacing_mm, config, classes=classes, case_id=case_id)
+    return preprocess_case(image, label, spacing_mm, config, classes=classes, case_id=case_id)
 
 
 @dataclass
