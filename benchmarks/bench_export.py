@@ -71,7 +71,7 @@ def quick_fit(model, dataset, case_ids, steps: int, patch=(48, 48, 48), seed: in
     from attnseg.config import PreprocessConfig
     from attnseg.datasets import labels_to_regions, load_case
     from attnseg.export.quantize import _crop_or_pad, window_starts
-    from attnseg.training.data import preprocess
+    from attnseg.transforms.preprocess import preprocess
 
     cases = []
     for case in dataset.cases:
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from attnseg.inference.predict import nonzero_bbox
     from attnseg.inference.sliding_window import sliding_window_inference, window_positions
     from attnseg.models import AttentionUNet, load_model
-    from attnseg.training.data import preprocess
+    from attnseg.transforms.preprocess import preprocess
 
     torch.set_num_threads(args.threads)
     data = Path(args.data)

@@ -246,7 +246,7 @@ def train_monai(raw: dict, split: dict, window, minutes: float, seed: int) -> di
 # --- evaluation ----------------------------------------------------------------------------------------
 def normalize_ours(image: np.ndarray) -> np.ndarray:
     from attnseg.config import PreprocessConfig
-    from attnseg.training.data import preprocess
+    from attnseg.transforms.preprocess import preprocess
 
     return preprocess(image, None, (1.0, 1.0, 1.0), PreprocessConfig(normalization="zscore_nonzero"))[0]
 

@@ -49,7 +49,8 @@ class PreprocessConfig:
     ``normalization``: ``"zscore_nonzero"`` (per channel, statistics and output inside the non-zero
     region: skull-stripped MRI), ``"zscore"`` (whole volume, e.g. CT) or ``"none"``.
     ``clip_percentiles``: clip each channel to these percentiles first, e.g. ``[0.5, 99.5]`` (CT).
-    ``target_spacing_mm``: resample every case to this voxel size (None: keep the file's).
+    ``target_spacing_mm``: resample every case to this voxel size, one value per spatial axis or one
+    for all (isotropic); None: keep the file's.
     """
 
     normalization: str = "zscore_nonzero"
