@@ -16,7 +16,7 @@ import torch
 from attnseg.cli import main
 from attnseg.io.nifti import load_image, reorient_to_ras, save_image
 from attnseg.models import AttentionUNet
-from attnseg.models.checkpoint import save_model
+from attnseg.models.model_file import save_model
 
 SHAPE = (9, 11, 7)
 # scanner space: 1.2 x 0.9 x 2 mm, LPS-like axes

@@ -8,7 +8,7 @@ from torch import nn
 
 from attnseg.errors import ConfigError
 from attnseg.models import build_model
-from attnseg.models.checkpoint import read_model_file
+from attnseg.models.model_file import read_model_file
 from attnseg.training.averaging import WeightAverages, parse_average_spec
 from attnseg.training.loop import fit
 

@@ -17,7 +17,7 @@ from attnseg.export.onnx import DEFAULT_OPSET, check_parity, export_onnx
 from attnseg.export.quantize import calibration_windows as make_windows
 from attnseg.export.quantize import quantize_model
 from attnseg.models.card import read_model_card
-from attnseg.models.checkpoint import model_from_payload, read_model_file
+from attnseg.models.model_file import model_from_payload, read_model_file
 
 
 def export_model_file(

@@ -187,7 +187,7 @@ def load_for_inference(
 
         predictor = OnnxPredictor(path, threads=threads)
         return LoadedModel(predictor, read_settings(predictor.metadata, path), path, torch.device("cpu"))
-    from attnseg.models.checkpoint import model_from_payload, read_model_file
+    from attnseg.models.model_file import model_from_payload, read_model_file
 
     payload = read_model_file(path)
     settings = read_settings(payload, path)

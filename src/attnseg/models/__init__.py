@@ -2,7 +2,7 @@
 
 from attnseg.models.blocks import AttentionGate, ConvBlock, ConvNormAct, UpSample
 from attnseg.models.card import ModelCard, read_model_card, training_card
-from attnseg.models.checkpoint import load_model, model_from_payload, read_model_file, save_model
+from attnseg.models.model_file import load_model, model_from_payload, read_model_file, save_model
 from attnseg.models.registry import available_models, build_model, register_model
 from attnseg.models.unet import AttentionUNet, UNet
 

@@ -39,7 +39,7 @@ from typing import Any
 from attnseg.config import PreprocessConfig, from_dict, load_yaml, to_dict, training_mirror_axes
 from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, ModelFileError
-from attnseg.models.checkpoint import read_model_file
+from attnseg.models.model_file import read_model_file
 
 __all__ = [
     "CARD_KEYS",

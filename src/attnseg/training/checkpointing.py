@@ -1,6 +1,6 @@
 """Training checkpoints: the model file plus everything needed to continue exactly.
 
-A checkpoint is a superset of ``attnseg.models.checkpoint``'s model file (so ``load_model`` reads it)
+A checkpoint is a superset of ``attnseg.models.model_file``'s model file (so ``load_model`` reads it)
 with ``run_config``, ``optimizer``, ``scaler``, ``schedule`` (a pure function of the iteration, so
 only its name and the iteration are stored), ``epoch``/``iteration``, ``history``, ``best`` and
 every RNG state (torch CPU and CUDA, numpy's global generator, Python's ``random``). Everything is
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from attnseg.errors import ModelFileError
-from attnseg.models.checkpoint import read_model_file, save_model
+from attnseg.models.model_file import read_model_file, save_model
 
 CHECKPOINT_KEYS = ("run_config", "optimizer", "epoch", "iteration", "rng")
 

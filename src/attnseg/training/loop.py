@@ -45,7 +45,7 @@ from attnseg.errors import ConfigError
 from attnseg.io.atomic import atomic_write_text
 from attnseg.losses import DeepSupervisionLoss, build_loss
 from attnseg.models.card import training_card
-from attnseg.models.checkpoint import read_model_file, save_model
+from attnseg.models.model_file import read_model_file, save_model
 from attnseg.progress import progress
 from attnseg.training import distributed as D
 from attnseg.training.amp import Precision, make_precision, resolve_device
