@@ -3,6 +3,9 @@
 Each sub-command is a pair ``(add_arguments, run)`` registered in ``COMMANDS``; ``run`` returns the
 exit code. Errors derived from ``AttnsegError`` (and ``OSError``: unreadable input, full disk)
 print one line and exit 2; ``--debug`` re-raises.
+
+Each ``run`` imports what its command needs inside the function: ``attnseg --help`` and a mistyped
+command answer without importing torch (start-up time is the reason; nowhere else in the package).
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def _export_core(
 
 def _add_pad_and_crop(model_proto, spatial_dims: int, multiple: int):
     """Wrap the graph: zero-pad the far end of every spatial axis to a multiple, crop the logits back."""
-    import onnx
+    import onnx  # lazy: onnx costs ~0.3 s at start-up and only export needs it
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model_proto.graph
@@ -357,7 +357,7 @@ def export_onnx(
             ``parity_size`` (default: the example size minus 1 per axis, to exercise the padding);
             raise ``ModelFileError`` when ``max |diff| > tolerance * max(1, max |logit|)``.
     """
-    import onnx
+    import onnx  # lazy: onnx costs ~0.3 s at start-up and only export needs it
 
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter={exporter!r}; pass one of {', '.join(EXPORTERS)}")

@@ -143,7 +143,7 @@ class ArrayCalibrationReader:
 # --- inspection ------------------------------------------------------------------------------------
 def integer_op_counts(model: str | Path | bytes | Any) -> dict[str, Any]:
     """Operator counts of an ONNX model, and how many weights are stored as int8/uint8."""
-    import onnx
+    import onnx  # lazy: start-up time; only INT8 export needs it
 
     if isinstance(model, bytes):
         proto = onnx.load_from_string(model)
@@ -249,7 +249,7 @@ def quantize_model(
     PyTorch fp32 (max |logit diff| and argmax agreement); with ``min_agreement`` set, an agreement
     below it raises ``ModelFileError`` and nothing is written.
     """
-    import onnx
+    import onnx  # lazy: start-up time; only INT8 export needs it
 
     calibration = [np.asarray(c, dtype=np.float32) for c in calibration]
     if len(calibration) <= holdout:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from attnseg.errors import ModelFileError
 from attnseg.models.card import ONNX_METADATA_KEY, onnx_metadata_of, read_onnx_metadata
@@ -22,7 +23,7 @@ METADATA_KEY = ONNX_METADATA_KEY
 def session_options(threads: int | None = None, profile_prefix: str | None = None):
     """All graph optimisations on, ``threads`` intra-op threads (default: onnxruntime's choice), one
     inter-op thread (the graph is a chain; parallel branches only compete for the same cores)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: start-up time; only .onnx models need it
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -41,7 +42,7 @@ def make_session(
     model: bytes | str | os.PathLike, threads: int | None = None, profile_prefix: str | None = None
 ):
     """An onnxruntime CPU session for a file path or serialised model bytes."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: start-up time; only .onnx models need it
 
     source = model if isinstance(model, bytes) else str(model)
     if not isinstance(model, bytes) and not Path(source).is_file():
@@ -97,8 +98,6 @@ class OnnxPredictor:
     def __call__(self, batch):
         is_torch = type(batch).__module__.startswith("torch")
         if is_torch:
-            import torch
-
             array = batch.detach().to("cpu", torch.float32).contiguous().numpy()
         else:
             array = np.ascontiguousarray(batch, dtype=np.float32)
@@ -109,8 +108,6 @@ class OnnxPredictor:
             )
         logits = self.session.run([self.output_name], {self.input_name: array})[0]
         if is_torch:
-            import torch
-
             return torch.from_numpy(logits)
         return logits
 

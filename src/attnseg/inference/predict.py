@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,13 +37,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnseg.config import PreprocessConfig
+from attnseg.config import PreprocessConfig, to_dict
+from attnseg.datasets import Case, Dataset, discover, load_case
+from attnseg.datasets.base import (
+    channel_files,
+    data_files,
+    is_data_file,
+    natural_key,
+    spatial_dims_of,
+    split_suffix,
+)
+from attnseg.datasets.brats import naming_of
 from attnseg.datasets.label_scheme import ATTNSEG_PAINT_RULE, LabelScheme
 from attnseg.errors import ConfigError, DataError
+from attnseg.export.runtime import OnnxPredictor
 from attnseg.inference.postprocess import postprocess_components, probabilities_from_logits
 from attnseg.inference.sliding_window import Predictor, sliding_window_inference
+from attnseg.io.atomic import output_error
+from attnseg.io.images2d import save_mask2d
+from attnseg.io.nifti import channels_in_file, is_nifti, read_header, save_image
 from attnseg.io.paths import is_inside
 from attnseg.models.card import ModelCard, read_model_card
+from attnseg.models.model_file import model_from_payload, read_model_file
+from attnseg.progress import progress as progress_lines
 from attnseg.transforms.preprocess import preprocess, target_spacing
 
 __all__ = [
@@ -170,8 +187,6 @@ def load_for_inference(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     if isinstance(model, torch.nn.Module):
-        from attnseg.config import to_dict
-
         payload = {"model_config": to_dict(model.config)} if hasattr(model, "config") else {}
         module = model.to(device).eval()
         if channels_last:
@@ -183,11 +198,8 @@ def load_for_inference(
         return LoadedModel(module, read_settings(payload), None, device)
     path = Path(model)
     if path.suffix.lower() == ".onnx":
-        from attnseg.export.runtime import OnnxPredictor
-
         predictor = OnnxPredictor(path, threads=threads)
         return LoadedModel(predictor, read_settings(predictor.metadata, path), path, torch.device("cpu"))
-    from attnseg.models.model_file import model_from_payload, read_model_file
 
     payload = read_model_file(path)
     settings = read_settings(payload, path)
@@ -372,7 +384,6 @@ _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 def _files_dataset(root: Path, cases: list, spatial_dims: int):
-    from attnseg.datasets import Dataset
 
     return Dataset(root, "files", cases, [], {}, None, spatial_dims)
 
@@ -380,8 +391,6 @@ def _files_dataset(root: Path, cases: list, spatial_dims: int):
 def _group_files(files: list[Path], folder: Path, in_channels: int):
     """Plain files -> cases: nnU-Net ``<id>_0000`` groups, else one case per file, or one case of
     ``in_channels`` single-channel files (a case folder) when that is exactly what the folder holds."""
-    from attnseg.datasets import Case
-    from attnseg.datasets.base import natural_key, split_suffix
 
     stems = [split_suffix(f.name)[0] for f in files]
     matches = [_CHANNEL_SUFFIX.match(s) for s in stems]
@@ -394,8 +403,6 @@ def _group_files(files: list[Path], folder: Path, in_channels: int):
             for cid, items in sorted(groups.items(), key=lambda kv: natural_key(kv[0]))
         ]
     if in_channels > 1 and len(files) == in_channels:
-        from attnseg.io.nifti import channels_in_file, is_nifti, read_header
-
         if all(is_nifti(f) and channels_in_file(read_header(f)) == 1 for f in files):
             return [Case(folder.name, files, None, {"case_folder": True})]
     return [Case(stem, [f], None, {}) for stem, f in zip(stems, files)]
@@ -410,8 +417,6 @@ def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
     itself (a folder next to it may hold the predictions; the file's own folder may not, see
     ``predict_folder``). Case ids come from the names given, never from a symlink's target.
     """
-    from attnseg.datasets import Case, discover
-    from attnseg.datasets.base import channel_files, data_files, is_data_file, spatial_dims_of, split_suffix
 
     path = Path(input_path).expanduser()
     if path.is_file():
@@ -438,7 +443,6 @@ def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
         for case in dataset.cases:
             case.label = None
         return dataset, path
-    from attnseg.datasets.brats import naming_of
 
     if naming_of(path):
         try:
@@ -519,9 +523,6 @@ def predict_folder(
     case_ids: Iterable[str] | None = None,
 ) -> PredictReport:
     """Predict every case of ``input_path`` into ``out`` (see the module docstring)."""
-    from attnseg.datasets import load_case
-    from attnseg.io.images2d import save_mask2d
-    from attnseg.io.nifti import save_image
 
     options = options or PredictOptions()
     started = time.perf_counter()
@@ -581,8 +582,6 @@ def predict_folder(
     cases = [c for c in cases if id(c) not in skip]
     iterator: Iterable = cases
     if progress:
-        from attnseg.progress import progress as progress_lines
-
         iterator = progress_lines(cases, desc="predict", unit="case")
     for case in iterator:
         label_path, prob_path = output_paths(out, case.case_id, dataset.spatial_dims)
@@ -640,9 +639,6 @@ def _unaccounted(found: list, report: PredictReport, out: Path, spatial_dims: in
 
 def _check_writable(out: Path) -> None:
     """Fail before any prediction when ``out`` cannot be created or written (read-only, no permission)."""
-    import tempfile
-
-    from attnseg.io.atomic import output_error
 
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,7 @@ class ModelCard:
 # --- ONNX metadata -------------------------------------------------------------------------------------
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The ``attnseg`` metadata of an exported model (the card plus model config, exporter, ...)."""
-    import onnx
+    import onnx  # lazy: every predict reads cards, only .onnx files need onnx (start-up time)
 
     path = Path(path)
     if not path.is_file():

@@ -29,9 +29,13 @@ import numpy as np
 import torch
 
 from attnseg.config import RunConfig, apply_overrides, from_dict, load_yaml, save_yaml, to_dict
+from attnseg.datasets import discover
 from attnseg.datasets.label_scheme import LabelScheme
+from attnseg.datasets.masks2d import mask_set_encoding
+from attnseg.datasets.splits import load_splits, make_dataset_splits
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text, check_writable
+from attnseg.models.registry import build_model
 from attnseg.training import distributed as D
 from attnseg.training.budget import budget_defaults, explicit_keys, plan_for_budget
 from attnseg.training.loop import TrainResult, fit
@@ -65,7 +69,6 @@ def _merge(base: dict, update: dict) -> dict:
 
 def select_split(dataset, config: RunConfig) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...]}`` for ``data.fold`` of the seeded k-fold split or of a file."""
-    from attnseg.datasets.splits import load_splits, make_dataset_splits
 
     dc = config.data
     counts = Counter(dataset.case_ids)
@@ -154,7 +157,6 @@ def derive_settings(
 def check_masks_trainable(dataset, cases: Sequence[PreparedCase]) -> str | None:
     """Refuse (DataError, one line naming the dataset) masks that decode to background only or whose
     values look like an encoding accident; return the 2D masks' decoding note to say once, if any."""
-    from attnseg.datasets.masks2d import mask_set_encoding
 
     masks = mask_set_encoding(dataset) if dataset.spatial_dims == 2 else None
     if masks is not None and masks.accident:
@@ -194,8 +196,6 @@ def train(
     it (``attnseg.training.budget``). A resumed run keeps the budget it was started with.
     ``started``: ``time.perf_counter()`` when the command began (default: now).
     """
-    from attnseg.datasets import discover
-    from attnseg.models.registry import build_model
 
     started = time.perf_counter() if started is None else started
     out = Path(out)

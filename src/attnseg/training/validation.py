@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from attnseg.datasets.label_scheme import LabelScheme
+from attnseg.inference import sliding_window_inference
+from attnseg.metrics import dice
 from attnseg.training.amp import Precision
 from attnseg.transforms.loader import PreparedCase
 
@@ -23,7 +25,6 @@ def predict_logits(
     batch_size: int = 2,
 ) -> torch.Tensor:
     """Float32 logits ``(K, *spatial)`` on the CPU for one ``(C, *spatial)`` volume (eval mode)."""
-    from attnseg.inference import sliding_window_inference
 
     def predictor(x: torch.Tensor) -> torch.Tensor:
         with precision.autocast():
@@ -48,7 +49,6 @@ def predict_logits(
 
 def dice_per_channel(pred: np.ndarray, truth: np.ndarray) -> list[float]:
     """Dice per channel of binary ``(M, *spatial)`` masks; 1.0 when both are empty."""
-    from attnseg.metrics import dice
 
     return [float(dice(p, t)) for p, t in zip(pred, truth)]
 

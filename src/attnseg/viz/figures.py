@@ -21,6 +21,7 @@ Conventions (stated once, used by every figure):
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from attnseg.inference import sliding_window_inference
+from attnseg.io.atomic import atomic_write
 
 __all__ = [
     "LABEL_COLOURS",
@@ -209,8 +213,6 @@ def forward_with_attention(
                 return _forward_batch(model, batch.to(device), captured, gate_ids)
 
             if patch_size is not None:
-                from attnseg.inference import sliding_window_inference
-
                 out = sliding_window_inference(
                     x, predictor, patch_size, overlap=overlap, batch_size=batch_size, slice_axis=slice_axis
                 )
@@ -353,7 +355,7 @@ def make_view(
 
 # --- drawing ------------------------------------------------------------------------------------------
 def _pyplot():
-    import matplotlib
+    import matplotlib  # lazy: the Agg backend must be chosen before pyplot is imported (and start-up time)
 
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
         matplotlib.use("Agg", force=True)
@@ -561,7 +563,6 @@ def case_figure(
 
 def figure_png(fig, dpi: int = 100) -> bytes:
     """The figure as PNG bytes (closes it)."""
-    import io
 
     plt = _pyplot()
     buf = io.BytesIO()
@@ -574,7 +575,6 @@ def figure_png(fig, dpi: int = 100) -> bytes:
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     """Write the figure as PNG atomically (closes it). Size: ``fig.get_size_inches() * dpi`` pixels."""
-    from attnseg.io.atomic import atomic_write
 
     path = Path(path)
     data = figure_png(fig, dpi)

@@ -35,8 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from attnseg.errors import DataError
+from attnseg import __version__
+from attnseg.datasets import discover
+from attnseg.errors import ConfigError, DataError
+from attnseg.io.atomic import atomic_write_text
 from attnseg.metrics.stats import higher_is_better, paired_statistics
+from attnseg.viz.figures import _pyplot, figure_png
+from attnseg.viz.visualize import case_figure_maker
 
 __all__ = [
     "CaseFigures",
@@ -280,7 +285,6 @@ def png_data_uri(png: bytes) -> str:
 
 
 def _box_plot(evaluations: Sequence[Evaluation], metric: str, title: str) -> bytes | None:
-    from attnseg.viz.figures import _pyplot, figure_png
 
     keys = [e.resolve(metric) for e in evaluations]
     if any(k is None for k in keys):
@@ -485,7 +489,6 @@ def _settings_text(evaluation: Evaluation) -> str:
 
 
 def _render(title: str, subtitle_lines: Sequence[str], sections: Sequence[tuple[str, str, str]]) -> str:
-    from attnseg import __version__
 
     template = Template((Path(__file__).parent / "templates" / "report.html").read_text(encoding="utf-8"))
     nav = "".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
@@ -503,7 +506,6 @@ def _render(title: str, subtitle_lines: Sequence[str], sections: Sequence[tuple[
 
 
 def _write(path: str | Path, text: str) -> Path:
-    from attnseg.io.atomic import atomic_write_text
 
     path = Path(path)
     atomic_write_text(path, text)
@@ -663,8 +665,6 @@ def _guess_data(evaluation: Evaluation) -> Path | None:
     truth = (evaluation.summary.get("settings") or {}).get("truth_dir")
     if not truth:
         return None
-    from attnseg.datasets import discover
-    from attnseg.errors import ConfigError
 
     wanted = set(evaluation.cases)
     for folder in (Path(truth), Path(truth).parent):
@@ -679,7 +679,6 @@ def _guess_data(evaluation: Evaluation) -> Path | None:
 
 
 def _maker(evaluation: Evaluation, data, model, pred, device: str):
-    from attnseg.viz.visualize import case_figure_maker
 
     data = Path(data) if data else _guess_data(evaluation)
     if pred is None and model is None:

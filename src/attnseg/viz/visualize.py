@@ -19,20 +19,30 @@ import numpy as np
 import torch
 from torch import nn
 
+from attnseg.config import PreprocessConfig, from_dict
+from attnseg.datasets import discover, load_case
 from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, DataError, ModelFileError
+from attnseg.inference.predict import nonzero_bbox
+from attnseg.io.images2d import is_image2d, load_image2d, load_mask2d
+from attnseg.io.nifti import is_nifti, load_image, load_label
 from attnseg.io.paths import strip_image_suffix
+from attnseg.metrics import dice
+from attnseg.metrics.evaluate import find_label_files
+from attnseg.models import model_from_payload, read_model_card, read_model_file
 from attnseg.training.report import CURVE_NAME, is_run_folder, plot_training_curves
 from attnseg.transforms.preprocess import preprocess as preprocess_case
 from attnseg.viz.figures import (
     VIEW_NAMES,
     case_figure,
+    figure_png,
     forward_with_attention,
     make_view,
     most_foreground_slice,
     save_figure,
     view_axis,
 )
+from attnseg.viz.gradcam import grad_cam, window_around
 
 __all__ = [
     "CaseData",
@@ -74,7 +84,6 @@ def load_model_bundle(path: str | Path, device: str | torch.device = "cpu") -> M
     :func:`attnseg.models.card.read_model_card` as ``attnseg predict`` and ``attnseg export``; a
     default patch size is dropped (small cases then run as one whole-volume forward).
     """
-    from attnseg.models import model_from_payload, read_model_card, read_model_file
 
     path = Path(path)
     if path.is_dir():
@@ -119,8 +128,6 @@ class CaseData:
 
 
 def _load_file(path: Path, label_path: Path | None) -> CaseData:
-    from attnseg.io.images2d import is_image2d, load_image2d, load_mask2d
-    from attnseg.io.nifti import is_nifti, load_image, load_label
 
     if is_nifti(path):
         image, meta = load_image(path)
@@ -147,7 +154,6 @@ def _load_file(path: Path, label_path: Path | None) -> CaseData:
 
 
 def _from_dataset(root: Path, case_id: str | None, layout: str) -> CaseData:
-    from attnseg.datasets import discover, load_case
 
     dataset = discover(root, layout)
     if case_id is None:
@@ -199,7 +205,6 @@ def prepare_image(
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...]]:
     """Resample and normalise exactly as training did (:func:`attnseg.transforms.preprocess.preprocess`);
     ``preprocess`` is a ``PreprocessConfig`` as a dict (default: z-score inside the non-zero region)."""
-    from attnseg.config import PreprocessConfig, from_dict
 
     config = from_dict(PreprocessConfig, dict(preprocess or {}), "preprocess")
     classes = sorted(int(v) for v in np.unique(label)) if label is not None else None
@@ -305,7 +310,6 @@ def _dice_per_target(
     pred: np.ndarray, truth: np.ndarray, class_names: Mapping[int, str], scheme: LabelScheme | None
 ) -> dict[str, float]:
     """Dice per region (region models: WT/TC/ET as label sets) or per label value present."""
-    from attnseg.metrics import dice
 
     if scheme and scheme.kind == "regions":
         return {
@@ -336,7 +340,6 @@ def render_case(
     ``gradcam``: add a Grad-CAM panel for this class (see :func:`resolve_output_class`; ``"auto"``
     for the first foreground class). ``prepared``: the image is already normalised.
     """
-    from attnseg.viz.gradcam import grad_cam, window_around
 
     model = bundle.model
     image, label, spacing = (
@@ -368,8 +371,6 @@ def render_case(
     # maps are NaN (not drawn), instead of the network's response to empty windows
     region: tuple[slice, ...] = tuple(slice(0, n) for n in image.shape[1:])
     if (bundle.preprocess or {}).get("normalization", "zscore_nonzero") == "zscore_nonzero":
-        from attnseg.inference.predict import nonzero_bbox
-
         region = nonzero_bbox(image) or region
     work = np.ascontiguousarray(image[(slice(None), *region)])
     out = forward_with_attention(
@@ -547,7 +548,6 @@ def case_figure_maker(
     Without: the first channel, the truth and the prediction read from ``pred_dir``. A case that
     cannot be drawn (missing file, other grid) gives None and the report says so.
     """
-    from attnseg.viz.figures import case_figure, figure_png
 
     if data is None:
         return None
@@ -556,8 +556,6 @@ def case_figure_maker(
         return None
     predictions: dict[str, Path] = {}
     if bundle is None:
-        from attnseg.metrics.evaluate import find_label_files
-
         predictions = find_label_files(pred_dir)
 
     def draw(case_id: str) -> bytes | None:
@@ -568,8 +566,6 @@ def case_figure_maker(
                 return figure_png(result.figure, dpi=dpi)
             if case_id not in predictions:
                 return None
-            from attnseg.io.images2d import is_image2d, load_mask2d
-            from attnseg.io.nifti import load_label
 
             path = predictions[case_id]
             pred = load_mask2d(path)[0] if is_image2d(path) else load_label(path)[0]
