@@ -291,6 +291,16 @@ class CombinedLoss(nn.Module):
         return total
 
 
+def _dice_options(include_background: bool, batch_dice: bool, smooth_nr: float, smooth_dr: float) -> dict:
+    """The Dice term's options shared by the combined losses."""
+    return {
+        "include_background": include_background,
+        "batch_dice": batch_dice,
+        "smooth_nr": smooth_nr,
+        "smooth_dr": smooth_dr,
+    }
+
+
 def dice_ce_loss(
     activation: str = "softmax",
     *,
@@ -307,19 +317,10 @@ def dice_ce_loss(
     dice_w = None
     if class_weights is not None:
         dice_w = list(class_weights)[1:] if not include_background else list(class_weights)
+    dice_options = _dice_options(include_background, batch_dice, smooth_nr, smooth_dr)
     return CombinedLoss(
         {
-            "dice": (
-                lambda_dice,
-                DiceLoss(
-                    activation,
-                    include_background=include_background,
-                    batch_dice=batch_dice,
-                    smooth_nr=smooth_nr,
-                    smooth_dr=smooth_dr,
-                    class_weights=dice_w,
-                ),
-            ),
+            "dice": (lambda_dice, DiceLoss(activation, class_weights=dice_w, **dice_options)),
             "ce": (lambda_ce, CrossEntropyLoss(activation, class_weights=class_weights)),
         }
     )
@@ -340,19 +341,10 @@ def dice_focal_loss(
 ) -> CombinedLoss:
     """Dice + focal. ``class_weights`` apply to the channels both terms see (``K - 1`` when
     background is excluded)."""
+    dice_options = _dice_options(include_background, batch_dice, smooth_nr, smooth_dr)
     return CombinedLoss(
         {
-            "dice": (
-                lambda_dice,
-                DiceLoss(
-                    activation,
-                    include_background=include_background,
-                    batch_dice=batch_dice,
-                    smooth_nr=smooth_nr,
-                    smooth_dr=smooth_dr,
-                    class_weights=class_weights,
-                ),
-            ),
+            "dice": (lambda_dice, DiceLoss(activation, class_weights=class_weights, **dice_options)),
             "focal": (
                 lambda_focal,
                 FocalLoss(

@@ -129,16 +129,7 @@ MEAN_COLUMNS = (
 )
 
 #: Columns of the table (compare.csv), per model and class/region; means over cases unless pooled.
-TABLE_COLUMNS = (
-    "dice",
-    "hd95_mm",
-    "hd_mm",
-    "assd_mm",
-    "sensitivity",
-    "precision",
-    "fpr",
-    "fp_vox",
-    "n_fp_lesions",
+TABLE_COLUMNS = MEAN_COLUMNS + (
     "small_detected",
     "small_total",
     "small_lesion_detection",

@@ -83,6 +83,18 @@ def _output_errors(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _published_or_removed(tmp: str, path: Path) -> Iterator[None]:
+    """Run the block that fills ``tmp``; then rename it to ``path``, or remove it if the block failed."""
+    try:
+        yield
+        _publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None = None) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success rename it to ``path``.
 
@@ -95,16 +107,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", suffix: str | None =
         if suffix is None:
             suffix = "".join(path.suffixes)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-        try:
+        with _published_or_removed(tmp, path):
             with os.fdopen(fd, mode) as handle:
                 yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
-            _publish(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
 
 @contextlib.contextmanager
@@ -119,15 +126,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         suffix = "".join(path.suffixes)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
         os.close(fd)
-        try:
+        with _published_or_removed(tmp, path):
             yield Path(tmp)
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
-            _publish(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
