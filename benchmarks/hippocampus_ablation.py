@@ -196,7 +196,7 @@ def table(files: list[Path]) -> None:
             f"{values['hd95_mean']:9.2f} {diff.mean():+8.4f} {int((diff > 0).sum()):3d}/{len(diff):<3d} {p_value:8.2g}"
         )
     print(
-        "means over runs of the per-run means; diff/better/p: per-case mean Dice vs last/plain, pooled over runs"
+        f"means over runs of the per-run means; diff/better/p: per-case mean Dice vs {base_name}, pooled over runs"
     )
 
 
