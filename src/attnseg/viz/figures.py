@@ -390,9 +390,226 @@ def _label_rgba(plane: np.ndarray, values: Sequence[int], alpha: float) -> np.nd
 
 @dataclass
 class _Panel:
-    kind: str  # channel, truth, gate, prediction, gradcam
-    key: Any
+    kind: str  # channel, truth, gate, prediction, gradcam (the keys of _PANEL_DRAWERS)
     title: str
+    volume: np.ndarray  # what the panel shows, ``(*spatial)``
+
+
+def _check_grids(
+    spatial: tuple[int, ...],
+    label: np.ndarray | None,
+    prediction: np.ndarray | None,
+    gradcam: np.ndarray | None,
+    maps: Mapping[int, np.ndarray],
+) -> None:
+    for name, arr in (("label", label), ("prediction", prediction), ("gradcam", gradcam)):
+        if arr is not None and tuple(np.shape(arr)) != tuple(spatial):
+            raise ValueError(f"{name} has shape {np.shape(arr)}; the image's spatial shape is {spatial}")
+    for k, m in maps.items():
+        if tuple(np.shape(m)) != tuple(spatial):
+            raise ValueError(f"attention map {k} has shape {np.shape(m)}; expected {spatial}")
+
+
+def _panel_list(
+    image: np.ndarray,
+    chans: Sequence[int],
+    *,
+    channel_names: Sequence[str] | None,
+    label: np.ndarray | None,
+    maps: Mapping[int, np.ndarray],
+    gate_names: Mapping[int, str] | None,
+    prediction: np.ndarray | None,
+    gradcam: np.ndarray | None,
+    gradcam_title: str,
+) -> list[_Panel]:
+    """The panels in drawing order: channels, truth, gates (by index), prediction, Grad-CAM."""
+    names = list(channel_names) if channel_names else [f"channel {c}" for c in range(image.shape[0])]
+    if len(names) < image.shape[0]:
+        names += [f"channel {c}" for c in range(len(names), image.shape[0])]
+    panels = [_Panel("channel", names[c], image[c]) for c in chans]
+    if label is not None:
+        panels.append(_Panel("truth", "ground truth", label))
+    for k in sorted(maps):
+        panels.append(_Panel("gate", (gate_names or {}).get(k, f"attention gate {k}"), maps[k]))
+    if prediction is not None:
+        outlined = " (truth outlined)" if label is not None else ""
+        panels.append(_Panel("prediction", "prediction" + outlined, prediction))
+    if gradcam is not None:
+        panels.append(_Panel("gradcam", gradcam_title, gradcam))
+    if not panels:
+        raise ValueError("nothing to draw: no channel, label, map or prediction")
+    return panels
+
+
+def _label_values(
+    label: np.ndarray | None, prediction: np.ndarray | None, class_names: Mapping[int, str] | None
+) -> list[int]:
+    """Every label value in the truth, the prediction or the class names, sorted."""
+    return sorted(
+        {int(v) for arr in (label, prediction) if arr is not None for v in np.unique(arr)}
+        | {int(v) for v in (class_names or {})}
+    )
+
+
+def _outside_plane(image: np.ndarray, view: SliceView) -> np.ndarray | None:
+    # voxels that are zero in every channel lie outside the imaged/skull-stripped region (z-score
+    # inside the non-zero region leaves them 0): draw them black rather than mid-grey
+    outside = np.all(image == 0, axis=0)
+    return view.take(outside) if outside.any() else None
+
+
+def _grey_colour_map():
+    """Grey, with masked (outside) voxels black."""
+    from matplotlib import colormaps
+
+    return colormaps["gray"].with_extremes(bad="black")
+
+
+def _masked(plane: np.ndarray, outside: np.ndarray | None) -> np.ndarray:
+    return np.ma.masked_array(plane, mask=outside) if outside is not None else plane
+
+
+@dataclass
+class _Canvas:
+    """What every panel draws on: the figure, the plane, the grey background and the label legend."""
+
+    fig: Any
+    view: SliceView
+    grey: Any  # the grey colour map; masked (outside) voxels are black
+    outside: np.ndarray | None  # the plane's voxels that are zero in every channel, None if there are none
+    background: np.ndarray  # the first shown channel's plane, outside masked
+    window: tuple[float, float]  # the background's display window
+    values: list[int]  # label values of truth, prediction and class names
+    class_names: Mapping[int, str]
+    truth: np.ndarray | None  # outlined on the prediction panel
+    intensity_label: str
+
+    @property
+    def fg_values(self) -> list[int]:
+        return [v for v in self.values if v != 0]
+
+    def masked(self, plane: np.ndarray) -> np.ndarray:
+        return _masked(plane, self.outside)
+
+    def show_background(self, ax) -> None:
+        ax.imshow(
+            self.background, cmap=self.grey, vmin=self.window[0], vmax=self.window[1],
+            aspect=self.view.aspect, interpolation="nearest",
+        )  # fmt: skip
+
+    def label_colourbar(self, ax) -> None:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import BoundaryNorm, ListedColormap
+
+        fg_values = self.fg_values
+        if not fg_values:
+            return
+        cmap = ListedColormap([label_colour(v) for v in fg_values])
+        norm = BoundaryNorm(np.arange(len(fg_values) + 1) - 0.5, len(fg_values))
+        cb = self.fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.05, pad=0.03)
+        cb.set_ticks(np.arange(len(fg_values)))
+        cb.set_ticklabels([self.class_names.get(v, f"label {v}") for v in fg_values])
+        cb.ax.tick_params(labelsize=8)
+
+
+def _new_figure(
+    plt, n_panels: int, plane_shape: tuple[int, int], aspect: float, panel_inches: float, max_columns: int
+) -> tuple[Any, list[Any]]:
+    """The figure and one grid cell per panel; its size follows :func:`case_figure`'s docstring."""
+    rows_px, cols_px = plane_shape
+    ratio = min(max(rows_px * aspect / max(cols_px, 1), 0.35), 2.5)
+    ncols = min(n_panels, max_columns)
+    nrows = math.ceil(n_panels / ncols)
+    cbar_in = 0.95
+    panel_h = panel_inches * ratio + 0.35
+    fig = plt.figure(
+        figsize=(ncols * (panel_inches + cbar_in), nrows * panel_h + 0.45), dpi=100, layout="constrained"
+    )
+    grid = fig.add_gridspec(nrows, ncols)
+    return fig, [grid[i // ncols, i % ncols] for i in range(n_panels)]
+
+
+def _panel_axes(fig, cell, panel: _Panel):
+    """The panel's image axes, labelled ``panel:<kind>``, titled, without ticks or frame."""
+    ax = fig.add_subplot(cell)
+    ax.set_label(f"panel:{panel.kind}")
+    ax.set_title(panel.title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return ax
+
+
+def _value_colourbar(fig, im, ax, text: str) -> None:
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
+    cb.set_label(text, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+
+def _draw_overlay(canvas: _Canvas, ax, volume: np.ndarray, cmap: str, alpha: float, text: str) -> None:
+    """A map in [0, 1] over the background (NaN: not drawn), with its colour bar."""
+    from matplotlib import colormaps
+
+    canvas.show_background(ax)
+    im = ax.imshow(
+        canvas.view.take(volume), cmap=colormaps[cmap], vmin=0.0, vmax=1.0, alpha=alpha,
+        aspect=canvas.view.aspect, interpolation="bilinear",
+    )  # fmt: skip
+    _value_colourbar(canvas.fig, im, ax, text)
+
+
+def _draw_labels(canvas: _Canvas, ax, volume: np.ndarray) -> None:
+    canvas.show_background(ax)
+    ax.imshow(
+        _label_rgba(canvas.view.take(volume), canvas.values, 0.55),
+        aspect=canvas.view.aspect,
+        interpolation="nearest",
+    )
+
+
+def _draw_channel(canvas: _Canvas, ax, panel: _Panel) -> None:
+    lo, hi = _window(panel.volume)
+    im = ax.imshow(
+        canvas.masked(canvas.view.take(panel.volume)), cmap=canvas.grey, vmin=lo, vmax=hi,
+        aspect=canvas.view.aspect, interpolation="nearest",
+    )  # fmt: skip
+    _value_colourbar(canvas.fig, im, ax, canvas.intensity_label)
+
+
+def _draw_truth(canvas: _Canvas, ax, panel: _Panel) -> None:
+    _draw_labels(canvas, ax, panel.volume)
+    canvas.label_colourbar(ax)
+
+
+def _draw_prediction(canvas: _Canvas, ax, panel: _Panel) -> None:
+    """The predicted labels, each truth label outlined in its colour (white dashes on top)."""
+    _draw_labels(canvas, ax, panel.volume)
+    if canvas.truth is not None:
+        truth_plane = canvas.view.take(canvas.truth)
+        for v in canvas.fg_values:
+            mask = (truth_plane == v).astype(np.float32)
+            if mask.any() and not mask.all():
+                ax.contour(mask, levels=[0.5], colors=[label_colour(v)], linewidths=1.0)
+                ax.contour(mask, levels=[0.5], colors="white", linewidths=0.5, linestyles="--")
+    canvas.label_colourbar(ax)
+
+
+def _draw_gate(canvas: _Canvas, ax, panel: _Panel) -> None:
+    _draw_overlay(canvas, ax, panel.volume, "inferno", 0.75, "attention coefficient α")
+
+
+def _draw_gradcam(canvas: _Canvas, ax, panel: _Panel) -> None:
+    _draw_overlay(canvas, ax, panel.volume, "jet", 0.5, "class activation (max = 1)")
+
+
+_PANEL_DRAWERS = {
+    "channel": _draw_channel,
+    "truth": _draw_truth,
+    "gate": _draw_gate,
+    "prediction": _draw_prediction,
+    "gradcam": _draw_gradcam,
+}
 
 
 def case_figure(
@@ -423,139 +640,35 @@ def case_figure(
     fixed (no tight bounding box), so the PNG size is predictable.
     """
     plt = _pyplot()
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-
     image = np.asarray(image, dtype=np.float32)
     spatial = image.shape[1:]
     if view is None:
         view = make_view(spatial, spacing_mm)
-    for name, arr in (("label", label), ("prediction", prediction), ("gradcam", gradcam)):
-        if arr is not None and tuple(np.shape(arr)) != tuple(spatial):
-            raise ValueError(f"{name} has shape {np.shape(arr)}; the image's spatial shape is {spatial}")
     maps = dict(maps or {})
-    for k, m in maps.items():
-        if tuple(np.shape(m)) != tuple(spatial):
-            raise ValueError(f"attention map {k} has shape {np.shape(m)}; expected {spatial}")
+    _check_grids(spatial, label, prediction, gradcam, maps)
     chans = list(range(image.shape[0])) if channels is None else [int(c) for c in channels]
-    names = list(channel_names) if channel_names else [f"channel {c}" for c in range(image.shape[0])]
-    if len(names) < image.shape[0]:
-        names += [f"channel {c}" for c in range(len(names), image.shape[0])]
-
-    panels = [_Panel("channel", c, names[c]) for c in chans]
-    if label is not None:
-        panels.append(_Panel("truth", None, "ground truth"))
-    for k in sorted(maps):
-        panels.append(_Panel("gate", k, (gate_names or {}).get(k, f"attention gate {k}")))
-    if prediction is not None:
-        panels.append(
-            _Panel("prediction", None, "prediction" + (" (truth outlined)" if label is not None else ""))
-        )
-    if gradcam is not None:
-        panels.append(_Panel("gradcam", None, gradcam_title))
-    if not panels:
-        raise ValueError("nothing to draw: no channel, label, map or prediction")
-
-    # voxels that are zero in every channel lie outside the imaged/skull-stripped region (z-score
-    # inside the non-zero region leaves them 0): draw them black rather than mid-grey
-    outside = np.all(image == 0, axis=0)
-    outside_plane = view.take(outside) if outside.any() else None
-    grey = colormaps["gray"].with_extremes(bad="black")
-
-    def masked(plane: np.ndarray) -> np.ndarray:
-        return np.ma.masked_array(plane, mask=outside_plane) if outside_plane is not None else plane
-
-    background_c = chans[0] if chans else 0
-    background = masked(view.take(image[background_c]))
-    bg_window = _window(image[background_c])
-    values: list[int] = sorted(
-        {int(v) for arr in (label, prediction) if arr is not None for v in np.unique(arr)}
-        | {int(v) for v in (class_names or {})}
+    panels = _panel_list(
+        image, chans, channel_names=channel_names, label=label, maps=maps, gate_names=gate_names,
+        prediction=prediction, gradcam=gradcam, gradcam_title=gradcam_title,
+    )  # fmt: skip
+    outside = _outside_plane(image, view)
+    background_volume = image[chans[0] if chans else 0]
+    background = _masked(view.take(background_volume), outside)
+    fig, cells = _new_figure(plt, len(panels), background.shape, view.aspect, panel_inches, max_columns)
+    canvas = _Canvas(
+        fig=fig,
+        view=view,
+        grey=_grey_colour_map(),
+        outside=outside,
+        background=background,
+        window=_window(background_volume),
+        values=_label_values(label, prediction, class_names),
+        class_names=class_names or {},
+        truth=label,
+        intensity_label=intensity_label,
     )
-    fg_values = [v for v in values if v != 0]
-
-    rows_px, cols_px = background.shape
-    ratio = min(max(rows_px * view.aspect / max(cols_px, 1), 0.35), 2.5)
-    ncols = min(len(panels), max_columns)
-    nrows = math.ceil(len(panels) / ncols)
-    cbar_in = 0.95
-    panel_h = panel_inches * ratio + 0.35
-    fig = plt.figure(
-        figsize=(ncols * (panel_inches + cbar_in), nrows * panel_h + 0.45), dpi=100, layout="constrained"
-    )
-    grid = fig.add_gridspec(nrows, ncols)
-
-    def show_background(ax):
-        ax.imshow(
-            background, cmap=grey, vmin=bg_window[0], vmax=bg_window[1], aspect=view.aspect,
-            interpolation="nearest",
-        )  # fmt: skip
-
-    def label_colourbar(ax):
-        if not fg_values:
-            return
-        cmap = ListedColormap([label_colour(v) for v in fg_values])
-        norm = BoundaryNorm(np.arange(len(fg_values) + 1) - 0.5, len(fg_values))
-        cb = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.05, pad=0.03)
-        cb.set_ticks(np.arange(len(fg_values)))
-        cb.set_ticklabels([(class_names or {}).get(v, f"label {v}") for v in fg_values])
-        cb.ax.tick_params(labelsize=8)
-
-    for i, panel in enumerate(panels):
-        ax = fig.add_subplot(grid[i // ncols, i % ncols])
-        ax.set_label(f"panel:{panel.kind}")
-        ax.set_title(panel.title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        if panel.kind == "channel":
-            lo, hi = _window(image[panel.key])
-            im = ax.imshow(
-                masked(view.take(image[panel.key])), cmap=grey, vmin=lo, vmax=hi, aspect=view.aspect,
-                interpolation="nearest",
-            )  # fmt: skip
-            cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
-            cb.set_label(intensity_label, fontsize=8)
-            cb.ax.tick_params(labelsize=7)
-        elif panel.kind == "truth":
-            show_background(ax)
-            ax.imshow(
-                _label_rgba(view.take(label), values, 0.55), aspect=view.aspect, interpolation="nearest"
-            )
-            label_colourbar(ax)
-        elif panel.kind == "gate":
-            show_background(ax)
-            im = ax.imshow(
-                view.take(maps[panel.key]), cmap=colormaps["inferno"], vmin=0.0, vmax=1.0, alpha=0.75,
-                aspect=view.aspect, interpolation="bilinear",
-            )  # fmt: skip
-            cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
-            cb.set_label("attention coefficient α", fontsize=8)
-            cb.ax.tick_params(labelsize=7)
-        elif panel.kind == "prediction":
-            show_background(ax)
-            ax.imshow(
-                _label_rgba(view.take(prediction), values, 0.55), aspect=view.aspect, interpolation="nearest"
-            )
-            if label is not None:
-                truth_plane = view.take(label)
-                for v in fg_values:
-                    mask = (truth_plane == v).astype(np.float32)
-                    if mask.any() and not mask.all():
-                        ax.contour(mask, levels=[0.5], colors=[label_colour(v)], linewidths=1.0)
-                        ax.contour(mask, levels=[0.5], colors="white", linewidths=0.5, linestyles="--")
-            label_colourbar(ax)
-        elif panel.kind == "gradcam":
-            show_background(ax)
-            im = ax.imshow(
-                view.take(gradcam), cmap=colormaps["jet"], vmin=0.0, vmax=1.0, alpha=0.5,
-                aspect=view.aspect, interpolation="bilinear",
-            )  # fmt: skip
-            cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.03)
-            cb.set_label("class activation (max = 1)", fontsize=8)
-            cb.ax.tick_params(labelsize=7)
+    for cell, panel in zip(cells, panels):
+        _PANEL_DRAWERS[panel.kind](canvas, _panel_axes(fig, cell, panel), panel)
     if title:
         fig.suptitle(title, fontsize=11)
     return fig

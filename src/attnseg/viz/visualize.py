@@ -34,6 +34,7 @@ from attnseg.training.report import CURVE_NAME, is_run_folder, plot_training_cur
 from attnseg.transforms.preprocess import preprocess as preprocess_case
 from attnseg.viz.figures import (
     VIEW_NAMES,
+    SliceView,
     case_figure,
     figure_png,
     forward_with_attention,
@@ -320,6 +321,195 @@ def _dice_per_target(
     return {class_names.get(int(v), f"label {v}"): float(dice(pred == v, truth == v)) for v in values}
 
 
+@dataclass
+class _Prepared:
+    """A case ready for the network: normalised image ``(C, *spatial)``, label, spacing and how to run.
+
+    ``region``: the voxels that go through the network (``work`` is the image cropped to it);
+    ``slice_axis``: a 2D model runs slice by slice over a volume along this axis (else None).
+    """
+
+    image: np.ndarray
+    label: np.ndarray | None
+    spacing_mm: tuple[float, ...]
+    model_dims: int
+    slice_axis: int | None
+    patch_size: Sequence[int] | None
+    region: tuple[slice, ...]
+    work: np.ndarray
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return self.image.shape[1:]
+
+
+@dataclass
+class _Outputs:
+    """The model's decoded prediction and gate maps on the whole grid (NaN outside the region)."""
+
+    prediction: np.ndarray
+    maps: dict[int, np.ndarray]
+    out_channels: int
+
+
+def _check_case(model: nn.Module, case_id: str, image: np.ndarray, view: str) -> int:
+    """The model's number of spatial dimensions, after checking the case and view fit it."""
+    in_channels = int(getattr(model, "in_channels", image.shape[0]))
+    if image.shape[0] != in_channels:
+        raise DataError(
+            f"case {case_id}: image has {image.shape[0]} channel(s); the model expects {in_channels}"
+        )
+    model_dims = int(getattr(model, "spatial_dims", image.ndim - 1))
+    if model_dims == 3 and image.ndim - 1 == 2:
+        raise DataError(f"case {case_id} is a 2D image; the model is 3D (give it a volume)")
+    if view not in VIEW_NAMES:
+        raise ConfigError(f"--axis {view!r}: pass ax, co or sa")
+    return model_dims
+
+
+def _run_patch_size(
+    patch_size: Sequence[int] | None, model_dims: int, spatial: tuple[int, ...]
+) -> Sequence[int] | None:
+    """Windows for the forward: the given patch if it fits the model, else whole-volume up to a size."""
+    if patch_size is not None and len(patch_size) != model_dims:
+        patch_size = None  # e.g. a 3D patch for a 2D model over slices: not meaningful
+    if patch_size is None and model_dims == 3 and int(np.prod(spatial)) > MAX_WHOLE_VOLUME_VOX:
+        patch_size = tuple(min(s, DEFAULT_WINDOW) for s in spatial)
+    return patch_size
+
+
+def _prepare_case(
+    bundle: ModelBundle, case: CaseData, view: str, patch_size: Sequence[int] | None, prepared: bool
+) -> _Prepared:
+    """Normalise as training did (unless ``prepared``), check the case fits the model, choose how to run."""
+    image, label, spacing = (
+        (case.image, case.label, case.spacing_mm)
+        if prepared
+        else prepare_image(case.image, case.label, case.spacing_mm, bundle.preprocess, case.case_id)
+    )
+    model_dims = _check_case(bundle.model, case.case_id, image, view)
+    case_dims = image.ndim - 1
+    slice_axis = view_axis(view, case.axcodes) if (model_dims == 2 and case_dims == 3) else None
+    patch = _run_patch_size(
+        patch_size if patch_size is not None else bundle.patch_size, model_dims, image.shape[1:]
+    )
+    # like 'attnseg predict': with z-score inside the non-zero region, only the bounding box of the
+    # non-zero voxels goes through the network; outside it the prediction is background and the
+    # maps are NaN (not drawn), instead of the network's response to empty windows
+    region: tuple[slice, ...] = tuple(slice(0, n) for n in image.shape[1:])
+    if (bundle.preprocess or {}).get("normalization", "zscore_nonzero") == "zscore_nonzero":
+        region = nonzero_bbox(image) or region
+    work = np.ascontiguousarray(image[(slice(None), *region)])
+    return _Prepared(image, label, spacing, model_dims, slice_axis, patch, region, work)
+
+
+def _run_model(bundle: ModelBundle, prep: _Prepared, gates: Sequence[int] | None, overlap: float) -> _Outputs:
+    """One forward with gate hooks over ``prep.work``, decoded with the bundle's label scheme."""
+    out = forward_with_attention(
+        bundle.model, prep.work, gates=gates, patch_size=prep.patch_size, overlap=overlap,
+        slice_axis=prep.slice_axis,
+    )  # fmt: skip
+    pred = np.zeros(prep.spatial, dtype=np.int32)
+    scheme = bundle.label_scheme or LabelScheme.default(out.logits.shape[0])
+    pred[prep.region] = scheme.decode(out.logits)  # painted in the scheme's order, as predict paints
+    maps = {}
+    for k, m in out.maps.items():
+        maps[k] = np.full(prep.spatial, np.nan, dtype=np.float32)
+        maps[k][prep.region] = m
+    return _Outputs(pred, maps, out.logits.shape[0])
+
+
+def _class_names(case: CaseData, scheme: LabelScheme | None) -> dict[int, str]:
+    """Foreground label value -> name: the dataset's names, else the label scheme's."""
+    class_names = dict(case.class_names)
+    if scheme and scheme.kind == "labels" and not class_names:
+        class_names = dict(zip(scheme.values, scheme.names))
+    return {v: n for v, n in class_names.items() if v != 0}
+
+
+def _slice_view(case: CaseData, prep: _Prepared, pred: np.ndarray, view: str, index: int | None) -> SliceView:
+    """The shown plane: ``index``, else the slice with the most truth (else predicted) foreground."""
+    if prep.image.ndim - 1 == 3:
+        axis = view_axis(view, case.axcodes)
+        if index is None:
+            for source in (prep.label, pred):
+                if source is not None:
+                    index = most_foreground_slice(source, axis)
+                    if index is not None:
+                        break
+    return make_view(prep.spatial, prep.spacing_mm, view, index, case.axcodes)
+
+
+def _gradcam_on_work(
+    model: nn.Module, prep: _Prepared, work_pred: np.ndarray, slice_view: SliceView, channel: int,
+    layer: str | None,
+) -> tuple[np.ndarray, bool]:  # fmt: skip
+    """Grad-CAM on the network's region (NaN where not computed) and whether it is one window only.
+
+    A 2D model over a volume: the shown slice only. Windows smaller than the region: the window
+    around the predicted foreground, on the shown slice. Else the whole region.
+    """
+    work = prep.work
+    work_cam = np.full(work.shape[1:], np.nan, dtype=np.float32)  # NaN: not computed, not drawn
+    local = None  # the shown slice in the cropped region's coordinates (None: outside it)
+    if slice_view.axis is not None:
+        r = prep.region[slice_view.axis]
+        local = slice_view.index - r.start if r.start <= slice_view.index < r.stop else None
+    if prep.slice_axis is not None:
+        if local is not None:
+            plane = np.take(work, local, axis=1 + prep.slice_axis)
+            np.moveaxis(work_cam, prep.slice_axis, 0)[local] = grad_cam(model, plane, channel, layer=layer)
+        return work_cam, False
+    if prep.patch_size is not None and any(p < s for p, s in zip(prep.patch_size, work.shape[1:])):
+        centre = [s // 2 for s in work.shape[1:]]
+        fg = np.argwhere(work_pred != 0)
+        if fg.size:
+            centre = [int(c) for c in fg.mean(axis=0)]
+        if local is not None:
+            centre[slice_view.axis] = local
+        window = window_around(work.shape[1:], prep.patch_size, centre)
+        work_cam[window] = grad_cam(model, work[(slice(None), *window)], channel, layer=layer)
+        return work_cam, True
+    return grad_cam(model, work, channel, layer=layer), False
+
+
+def _gradcam_panel(
+    bundle: ModelBundle, prep: _Prepared, outputs: _Outputs, slice_view: SliceView,
+    class_names: Mapping[int, str], spec: str | int, layer: str | None,
+) -> tuple[np.ndarray, str]:  # fmt: skip
+    """Grad-CAM of the class ``spec`` on the whole grid (NaN where not computed) and its title."""
+    model = bundle.model
+    channel, cam_name = resolve_output_class(spec, bundle.label_scheme, class_names, outputs.out_channels)
+    layer_name = layer or f"decoder.{len(getattr(model, 'decoder', [None])) - 1}"
+    cam_title = f"Grad-CAM: {cam_name} at {layer_name}"
+    cam = np.full(prep.spatial, np.nan, dtype=np.float32)
+    work_cam, one_window = _gradcam_on_work(
+        model, prep, outputs.prediction[prep.region], slice_view, channel, layer
+    )
+    cam[prep.region] = work_cam
+    return cam, cam_title + (" (one window)" if one_window else "")
+
+
+def _gate_names(model: nn.Module, maps: Mapping[int, np.ndarray]) -> dict[int, str]:
+    """``attention gate k (1/2^level res.)``: the resolution of the skip each gate weighs."""
+    depth = len(getattr(model, "features", ())) or None
+    gate_names = {}
+    for k in maps:
+        level = depth - 2 - k if depth else None
+        gate_names[k] = f"attention gate {k}" + (f" (1/{2**level} res.)" if level is not None else "")
+    return gate_names
+
+
+def _default_title(case_id: str, prep: _Prepared, slice_view: SliceView, dice: Mapping[str, float]) -> str:
+    spacing_text = " x ".join(f"{s:g}" for s in prep.spacing_mm)
+    title = f"{case_id}  ·  {slice_view.name}  ·  voxel {spacing_text} mm"
+    if dice:
+        title += "  ·  Dice " + ", ".join(f"{n} {d:.3f}" for n, d in dice.items())
+    if prep.model_dims == 2 and prep.image.ndim - 1 == 3:
+        title += "  ·  2D model, slice by slice"
+    return title
+
+
 def render_case(
     bundle: ModelBundle,
     case: CaseData,
@@ -340,140 +530,41 @@ def render_case(
     ``gradcam``: add a Grad-CAM panel for this class (see :func:`resolve_output_class`; ``"auto"``
     for the first foreground class). ``prepared``: the image is already normalised.
     """
-
-    model = bundle.model
-    image, label, spacing = (
-        (case.image, case.label, case.spacing_mm)
-        if prepared
-        else prepare_image(case.image, case.label, case.spacing_mm, bundle.preprocess, case.case_id)
-    )
-    in_channels = int(getattr(model, "in_channels", image.shape[0]))
-    if image.shape[0] != in_channels:
-        raise DataError(
-            f"case {case.case_id}: image has {image.shape[0]} channel(s); the model expects {in_channels}"
-        )
-    model_dims = int(getattr(model, "spatial_dims", image.ndim - 1))
-    case_dims = image.ndim - 1
-    if model_dims == 3 and case_dims == 2:
-        raise DataError(f"case {case.case_id} is a 2D image; the model is 3D (give it a volume)")
-    if view not in VIEW_NAMES:
-        raise ConfigError(f"--axis {view!r}: pass ax, co or sa")
-    slice_axis = view_axis(view, case.axcodes) if (model_dims == 2 and case_dims == 3) else None
-    if patch_size is None:
-        patch_size = bundle.patch_size
-    if patch_size is not None and len(patch_size) != model_dims:
-        patch_size = None  # e.g. a 3D patch for a 2D model over slices: not meaningful
-    if patch_size is None and model_dims == 3 and int(np.prod(image.shape[1:])) > MAX_WHOLE_VOLUME_VOX:
-        patch_size = tuple(min(s, DEFAULT_WINDOW) for s in image.shape[1:])
-
-    # like 'attnseg predict': with z-score inside the non-zero region, only the bounding box of the
-    # non-zero voxels goes through the network; outside it the prediction is background and the
-    # maps are NaN (not drawn), instead of the network's response to empty windows
-    region: tuple[slice, ...] = tuple(slice(0, n) for n in image.shape[1:])
-    if (bundle.preprocess or {}).get("normalization", "zscore_nonzero") == "zscore_nonzero":
-        region = nonzero_bbox(image) or region
-    work = np.ascontiguousarray(image[(slice(None), *region)])
-    out = forward_with_attention(
-        model, work, gates=gates, patch_size=patch_size, overlap=overlap, slice_axis=slice_axis
-    )
-    pred = np.zeros(image.shape[1:], dtype=np.int32)
-    scheme = bundle.label_scheme or LabelScheme.default(out.logits.shape[0])
-    pred[region] = scheme.decode(out.logits)  # painted in the scheme's order, as predict paints
-    maps = {}
-    for k, m in out.maps.items():
-        maps[k] = np.full(image.shape[1:], np.nan, dtype=np.float32)
-        maps[k][region] = m
-    class_names = dict(case.class_names)
-    if bundle.label_scheme and bundle.label_scheme.kind == "labels" and not class_names:
-        class_names = dict(zip(bundle.label_scheme.values, bundle.label_scheme.names))
-    class_names = {v: n for v, n in class_names.items() if v != 0}
-
-    if case_dims == 3:
-        axis = view_axis(view, case.axcodes)
-        if index is None:
-            for source in (label, pred):
-                if source is not None:
-                    index = most_foreground_slice(source, axis)
-                    if index is not None:
-                        break
-    slice_view = make_view(image.shape[1:], spacing, view, index, case.axcodes)
-
-    cam = None
-    cam_title = "Grad-CAM"
+    prep = _prepare_case(bundle, case, view, patch_size, prepared)
+    outputs = _run_model(bundle, prep, gates, overlap)
+    class_names = _class_names(case, bundle.label_scheme)
+    slice_view = _slice_view(case, prep, outputs.prediction, view, index)
+    cam, cam_title = None, "Grad-CAM"
     if gradcam is not None:
-        channel, cam_name = resolve_output_class(
-            gradcam, bundle.label_scheme, class_names, out.logits.shape[0]
+        cam, cam_title = _gradcam_panel(
+            bundle, prep, outputs, slice_view, class_names, gradcam, gradcam_layer
         )
-        layer_name = gradcam_layer or f"decoder.{len(getattr(model, 'decoder', [None])) - 1}"
-        cam_title = f"Grad-CAM: {cam_name} at {layer_name}"
-        cam = np.full(image.shape[1:], np.nan, dtype=np.float32)
-        work_cam = np.full(work.shape[1:], np.nan, dtype=np.float32)  # NaN: not computed, not drawn
-        local = None  # the shown slice in the cropped region's coordinates (None: outside it)
-        if slice_view.axis is not None:
-            r = region[slice_view.axis]
-            local = slice_view.index - r.start if r.start <= slice_view.index < r.stop else None
-        work_pred = pred[region]
-        if slice_axis is not None:  # 2D model over a volume: the shown slice only
-            if local is not None:
-                plane = np.take(work, local, axis=1 + slice_axis)
-                np.moveaxis(work_cam, slice_axis, 0)[local] = grad_cam(
-                    model, plane, channel, layer=gradcam_layer
-                )
-        elif patch_size is not None and any(p < s for p, s in zip(patch_size, work.shape[1:])):
-            centre = [s // 2 for s in work.shape[1:]]
-            fg = np.argwhere(work_pred != 0)
-            if fg.size:
-                centre = [int(c) for c in fg.mean(axis=0)]
-            if local is not None:
-                centre[slice_view.axis] = local
-            window = window_around(work.shape[1:], patch_size, centre)
-            work_cam[window] = grad_cam(model, work[(slice(None), *window)], channel, layer=gradcam_layer)
-            cam_title += " (one window)"
-        else:
-            work_cam = grad_cam(model, work, channel, layer=gradcam_layer)
-        cam[region] = work_cam
-
-    depth = len(getattr(model, "features", ())) or None
-    gate_names = {}
-    for k in maps:
-        level = depth - 2 - k if depth else None
-        gate_names[k] = f"attention gate {k}" + (f" (1/{2**level} res.)" if level is not None else "")
-    dice = _dice_per_target(pred, label, class_names, bundle.label_scheme) if label is not None else {}
-    names = case.channel_names or bundle.channel_names or [f"channel {c}" for c in range(image.shape[0])]
-    if title is None:
-        spacing_text = " x ".join(f"{s:g}" for s in spacing)
-        title = f"{case.case_id}  ·  {slice_view.name}  ·  voxel {spacing_text} mm"
-        if dice:
-            title += "  ·  Dice " + ", ".join(f"{n} {d:.3f}" for n, d in dice.items())
-        if model_dims == 2 and case_dims == 3:
-            title += "  ·  2D model, slice by slice"
+    dice = (
+        _dice_per_target(outputs.prediction, prep.label, class_names, bundle.label_scheme)
+        if prep.label is not None
+        else {}
+    )
+    names = case.channel_names or bundle.channel_names or [f"channel {c}" for c in range(prep.image.shape[0])]
     norm = (bundle.preprocess or {}).get("normalization", "zscore_nonzero")
     fig = case_figure(
-        image,
-        spacing_mm=spacing,
+        prep.image,
+        spacing_mm=prep.spacing_mm,
         view=slice_view,
-        label=label,
-        prediction=pred,
-        maps=maps,
+        label=prep.label,
+        prediction=outputs.prediction,
+        maps=outputs.maps,
         gradcam=cam,
         gradcam_title=cam_title,
         channels=_select_channels(channels, names),
         channel_names=names,
         class_names=class_names,
-        gate_names=gate_names,
-        title=title,
+        gate_names=_gate_names(bundle.model, outputs.maps),
+        title=title if title is not None else _default_title(case.case_id, prep, slice_view, dice),
         intensity_label="intensity (z-score)" if norm.startswith("zscore") else "intensity",
     )
     n_panels = sum(1 for ax in fig.axes if ax.get_label().startswith("panel:"))
-    return VisualizeResult(
-        None,
-        case.case_id,
-        view,
-        slice_view.index if slice_view.axis is not None else None,
-        n_panels,
-        dice,
-        fig,
-    )
+    slice_index = slice_view.index if slice_view.axis is not None else None
+    return VisualizeResult(None, case.case_id, view, slice_index, n_panels, dice, fig)
 
 
 def visualize_case(
