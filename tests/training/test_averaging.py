@@ -65,3 +65,28 @@ def test_bad_spec_is_a_config_error(tmp_path, cases, target, make_config):
     config = make_config("train.weight_averages=[swa]")
     with pytest.raises(ConfigError, match="swa"):
         fit(build_model(config.model), train, val, target, config, tmp_path, log=lambda _: None)
+
+
+def test_resume_continues_the_averages(tmp_path, cases, target, make_config):
+    train, val = cases
+    config = make_config("train.epochs=4", "train.weight_averages=[ema0.9,tail0.5]", "train.val_every=0")
+    torch.manual_seed(0)
+    fit(build_model(config.model), train, val, target, config, tmp_path / "a", log=lambda _: None)
+    torch.manual_seed(0)
+    first = build_model(config.model)
+    fit(first, train, val, target, config, tmp_path / "b", stop_after_epochs=2, log=lambda _: None)
+    torch.manual_seed(5)
+    fit(
+        build_model(config.model),
+        train,
+        val,
+        target,
+        config,
+        tmp_path / "b",
+        resume_from=tmp_path / "b/checkpoints/last.pt",
+        log=lambda _: None,
+    )
+    for spec in ("ema0.9", "tail0.5"):
+        a = read_model_file(tmp_path / "a" / "averages" / f"model_{spec}.pt")["state_dict"]
+        b = read_model_file(tmp_path / "b" / "averages" / f"model_{spec}.pt")["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -6,7 +6,8 @@ the first weights) or ``"tail0.25"`` (the plain mean of the weights after every 
 25 % of the schedule). Several can run at once; each is written as ``averages/model_<spec>.pt``
 beside ``model.pt`` so that one run measures them all on the same trajectory. Only floating-point
 parameters and buffers are averaged; integer buffers are copied from the live model. Instance
-normalisation keeps no running statistics, so an averaged model needs no statistics pass.
+normalisation keeps no running statistics, so an averaged model needs no statistics pass. Training
+checkpoints carry the averages, so ``--resume`` continues them.
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ class WeightAverages:
                     [avg.state[k] for k in names], [current[k].float() for k in names], weight
                 )
             avg.count += 1
+
+    def to_payload(self) -> dict[str, dict]:
+        """Plain data for a training checkpoint, so that a resumed run continues every average."""
+        return {a.spec: {"state": a.state, "count": a.count} for a in self.averages}
+
+    def load_payload(self, payload: dict[str, dict] | None) -> None:
+        """Restore the averages a checkpoint saved (those it lacks start afresh)."""
+        for avg in self.averages:
+            saved = (payload or {}).get(avg.spec)
+            if saved:
+                avg.state = {k: v.clone() for k, v in saved["state"].items()}
+                avg.count = int(saved["count"])
 
     def averaged_state(self, model: nn.Module, avg: Average) -> dict[str, torch.Tensor]:
         """The model's full state dict with the average's floating-point tensors in place."""

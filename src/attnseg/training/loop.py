@@ -411,6 +411,7 @@ def resume(s: Setup, path: str | Path) -> TrainState:
     payload = load_checkpoint(path)
     restore(payload, s.model, s.parts.optimizer, s.parts.scaler)
     state = TrainState.from_checkpoint(payload)
+    s.averages.load_payload(payload.get("weight_averages"))
     s.say(f"resumed from {path}: epoch {state.epoch}, iteration {state.iteration}")
     return state
 
@@ -597,7 +598,7 @@ def save_checkpoints(s: Setup, state: TrainState, improved: bool) -> None:
         iteration=state.iteration,
         history=state.history,
         best=state.best(),
-        extra=s.extra,
+        extra={**s.extra, "weight_averages": s.averages.to_payload()} if s.averages else s.extra,
     )
     save_checkpoint(s.ckpt_dir / "last.pt", s.model, **ckpt)
     if improved:
