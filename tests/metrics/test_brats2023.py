@@ -18,6 +18,7 @@ from attnseg.metrics.brats2023 import (
     lesion_wise_match,
     lesion_wise_scores,
 )
+from attnseg.metrics.stats import higher_is_better
 
 
 def hand_case():
@@ -182,6 +183,13 @@ def test_volume_threshold_is_in_mm3_and_strict():
     s = lesion_wise_scores(empty, fifty, (1.0, 1.0, 1.02))  # 51 mm^3 > 50: scored (and missed)
     assert (s["lesionwise_dropped"], s["lesionwise_fn"]) == (0, 1)
     assert lesion_wise_scores(empty, fifty, min_lesion_volume_mm3=49.0)["lesionwise_fn"] == 1
+
+
+def test_metric_directions_for_paired_tests():
+    assert higher_is_better("lesionwise_dice") and higher_is_better("lesionwise_tp")
+    assert not higher_is_better("lesionwise_hd95_mm") and not higher_is_better("lesionwise_fp")
+    with pytest.raises(ValueError):
+        higher_is_better("lesionwise_dropped")  # fewer or more small lesions is no one's merit
 
 
 def test_challenge_parameters_and_bad_arguments():
