@@ -58,7 +58,24 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         help="max: larger of the two directed percentiles (MONAI); pooled: percentile of both sets (medpy)",
     )
     p.add_argument("--small-lesion-mm", type=float, default=5.0, help="small-lesion diameter (default 5 mm)")
-    p.add_argument("--no-lesions", action="store_true", help="skip the lesion-wise metrics")
+    p.add_argument("--no-lesions", action="store_true", help="skip the lesion detection counts and rates")
+    p.add_argument(
+        "--convention",
+        choices=["brats2023"],
+        help="brats2023: add the BraTS 2023 lesion-wise Dice/HD95 and lesion counts (3D; default regions "
+        "brats2023; penalty 374 mm)",
+    )
+    p.add_argument(
+        "--brats-challenge",
+        choices=["GLI", "SSA", "PED", "MEN", "MET"],
+        default="GLI",
+        help="BraTS 2023 sub-challenge: lesion dilation and volume threshold (default GLI: 3, 50 mm^3)",
+    )
+    p.add_argument(
+        "--empty-distance-mm",
+        type=float,
+        help="HD/HD95/ASSD when one mask is empty (default: the volume's diagonal; 374 with --convention brats2023)",
+    )
     p.add_argument("--truth-pattern", help="file-name glob of the label map inside per-case truth folders")
     p.add_argument("--report", action="store_true", help="also write OUT/report.html (self-contained HTML)")
 
@@ -82,6 +99,9 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         hd_convention=args.hd_convention,
         lesions=not args.no_lesions,
         small_lesion_diameter_mm=args.small_lesion_mm,
+        empty_distance_mm=args.empty_distance_mm,
+        convention=args.convention,
+        brats_challenge=args.brats_challenge,
         progress=sys.stderr.isatty(),
     )
     print(format_summary(result.summary))

@@ -7,6 +7,7 @@ Conventions (surfaces, HD95, empty masks, lesions) are in docs/metrics.md and th
 from attnseg.metrics.evaluate import (
     REGION_PRESETS,
     EvaluationResult,
+    brats2023_lesion_wise,
     evaluate_case,
     evaluate_folders,
     find_label_files,
@@ -37,6 +38,7 @@ __all__ = [
     "EvaluationResult",
     "average_surface_distance",
     "bootstrap_mean_ci",
+    "brats2023_lesion_wise",
     "confusion",
     "connected_components",
     "dice",

@@ -29,6 +29,7 @@ from attnseg.io.images2d import is_image2d, load_mask2d, mask_set_encoding
 from attnseg.io.mask_encoding import MaskSetEncoding
 from attnseg.io.nifti import is_nifti, load_label
 from attnseg.io.paths import is_inside, strip_image_suffix
+from attnseg.metrics import brats2023
 from attnseg.metrics.lesions import lesion_metrics
 from attnseg.metrics.overlap import confusion, overlap_metrics_from_confusion, resolve_spacing
 from attnseg.metrics.surface import (
@@ -160,6 +161,8 @@ def evaluate_case(
     small_lesion_diameter_mm: float = 5.0,
     connectivity: int | None = None,
     empty_distance_mm: float | None = None,
+    convention: str | None = None,
+    brats_challenge: str = "GLI",
     method: str = "auto",
     threads: int | None = None,
 ) -> dict[str, dict[str, float]]:
@@ -170,6 +173,11 @@ def evaluate_case(
     counts and detection rates. Distances are in mm using ``spacing_mm`` (per array axis). When a
     mask is empty in one map only, distances are ``empty_distance_mm`` (default: the volume's
     diagonal). No value is ever NaN.
+
+    ``convention="brats2023"`` adds the BraTS 2023 lesion-wise scores of ``brats_challenge``
+    (``lesionwise_dice``, ``lesionwise_hd95_mm``, ``lesionwise_tp/fn/fp/dropped``; 3D only; rules in
+    ``attnseg.metrics.brats2023``), makes ``empty_distance_mm`` default to 374 mm (the penalty of
+    every distance, legacy and lesion-wise) and the targets default to the ``brats2023`` regions.
     """
     pred = _as_labels(pred_labels, "prediction")
     truth = _as_labels(truth_labels, "truth")
@@ -179,6 +187,11 @@ def evaluate_case(
         raise DataError(f"label maps must be 2D or 3D, got shape {truth.shape}")
     if hd_convention not in CONVENTIONS:
         raise ConfigError(f"hd_convention must be one of {CONVENTIONS}, got {hd_convention!r}")
+    lesion_wise = _lesion_wise_rule(convention, brats_challenge)
+    if lesion_wise is not None and pred.ndim != 3:
+        raise ConfigError(f"the {convention} lesion-wise scores need 3D label maps, got shape {truth.shape}")
+    regions = _default_regions(convention, classes, regions)
+    empty_distance_mm = _empty_distance(convention, empty_distance_mm)
     spacing = resolve_spacing(spacing_mm, pred.ndim)
     voxel_mm3 = float(np.prod(spacing))
     n_total = int(truth.size)
@@ -223,11 +236,80 @@ def evaluate_case(
                     connectivity=connectivity,
                 )
             )
+        if lesion_wise is not None:
+            row.update(
+                brats2023.lesion_wise_scores(
+                    pm, tm, spacing, **lesion_wise, penalty_mm=worst_mm, method=method, threads=threads
+                )
+            )
         bad = [k for k, v in row.items() if not math.isfinite(v)]
         if bad:  # a bug, not a data problem: every convention above is finite
             raise AssertionError(f"non-finite metrics {bad} for target {name}")
         out[name] = row
     return out
+
+
+def _lesion_wise_rule(convention: str | None, brats_challenge: str) -> dict[str, int | float] | None:
+    """The dilation and volume threshold of the lesion-wise convention, None without one."""
+    if convention is None:
+        return None
+    if convention not in brats2023.CONVENTIONS:
+        raise ConfigError(f"convention must be one of {brats2023.CONVENTIONS} or None, got {convention!r}")
+    try:
+        dilation, min_volume = brats2023.challenge_parameters(brats_challenge)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return {"dilation_iterations": dilation, "min_lesion_volume_mm3": min_volume}
+
+
+def _default_regions(convention: str | None, classes: ClassesArg, regions: RegionsArg) -> RegionsArg:
+    """``--convention brats2023`` without targets scores the 2023 WT/TC/ET regions."""
+    return "brats2023" if convention == "brats2023" and classes is None and regions is None else regions
+
+
+def _empty_distance(convention: str | None, empty_distance_mm: float | None) -> float | None:
+    """The distance when one mask is empty: as given, else the convention's (None: the diagonal)."""
+    if empty_distance_mm is not None:
+        if not (math.isfinite(empty_distance_mm) and empty_distance_mm >= 0):
+            raise ConfigError(f"empty_distance_mm must be a finite distance >= 0, got {empty_distance_mm}")
+        return float(empty_distance_mm)
+    return brats2023.PENALTY_MM if convention == "brats2023" else None
+
+
+def brats2023_lesion_wise(
+    pred_labels: object,
+    truth_labels: object,
+    spacing_mm: float | Sequence[float] | None = None,
+    *,
+    challenge: str = "GLI",
+    regions: RegionsArg = "brats2023",
+    empty_distance_mm: float | None = None,
+    method: str = "auto",
+    threads: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """BraTS 2023 scores of one case per region: the lesion-wise ``lesionwise_dice`` and
+    ``lesionwise_hd95_mm`` with the lesion counts ``lesionwise_tp``, ``_fn``, ``_fp``, ``_dropped``,
+    and beside them the legacy ``dice`` and ``hd95_mm`` of the whole region (penalty 374 mm).
+
+    Regions: the 2023 labels' WT {1, 2, 3}, TC {1, 3}, ET {3} by default. ``challenge``: ``"GLI"``,
+    ``"SSA"``, ``"PED"``, ``"MEN"`` or ``"MET"`` (dilation and volume threshold,
+    ``attnseg.metrics.brats2023``). Example: ``brats2023_lesion_wise(pred, truth, (1, 1, 1))["ET"]``.
+    """
+    rows = evaluate_case(
+        pred_labels,
+        truth_labels,
+        spacing_mm,
+        regions=regions,
+        lesions=False,
+        empty_distance_mm=empty_distance_mm,
+        convention="brats2023",
+        brats_challenge=challenge,
+        method=method,
+        threads=threads,
+    )
+    return {
+        name: {k: row[k] for k in ("dice", "hd95_mm", *brats2023.SCORE_KEYS)} for name, row in rows.items()
+    }
 
 
 def empty_target_metrics(ndim: int = 3, **options) -> dict[str, float]:
@@ -343,6 +425,9 @@ def evaluate_folders(
     lesions: bool = True,
     small_lesion_diameter_mm: float = 5.0,
     connectivity: int | None = None,
+    empty_distance_mm: float | None = None,
+    convention: str | None = None,
+    brats_challenge: str = "GLI",
     affine_atol_mm: float = 1e-3,
     progress: bool = False,
 ) -> EvaluationResult:
@@ -353,6 +438,7 @@ def evaluate_folders(
     affine (within ``affine_atol_mm``). Spacing comes from the truth's header. With neither
     ``classes`` nor ``regions``, the targets are every non-zero label value found in any map, and a
     target absent from both maps of a case gets the both-empty values (Dice 1, distances 0).
+    ``convention="brats2023"`` adds the BraTS 2023 lesion-wise scores (``evaluate_case``).
     Writes ``metrics_per_case.csv`` and ``summary.json`` into ``out_dir`` when given.
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
@@ -375,7 +461,13 @@ def evaluate_folders(
         lesions=lesions,
         small_lesion_diameter_mm=small_lesion_diameter_mm,
         connectivity=connectivity,
+        empty_distance_mm=empty_distance_mm,
+        convention=convention,
+        brats_challenge=brats_challenge,
     )
+    lesion_wise = _lesion_wise_rule(convention, brats_challenge)  # fail on bad settings before reading
+    regions = _default_regions(convention, classes, regions)
+    empty_distance_mm = _empty_distance(convention, empty_distance_mm)
     resolve_targets(classes, regions)  # fail on a bad preset before reading any file
     declared = _declared_values(classes, regions)
     truth_masks = _mask_set(truths, declared)  # the whole truth set decides, as for a dataset
@@ -419,7 +511,10 @@ def evaluate_folders(
         "targets": targets,
         "distance_unit": "pixel" if two_d else "mm",
         **options,
+        "empty_distance_mm": empty_distance_mm,  # None: the volume's diagonal
     }
+    if lesion_wise is not None:
+        settings["lesionwise"] = {**lesion_wise, "penalty_mm": empty_distance_mm}
     summary = summarize(per_case, settings=settings, missing_predictions=missing)
     notes = _mask_notes(truth_masks, "truth") + _mask_notes(pred_masks, "prediction")
     if two_d:
@@ -477,6 +572,10 @@ POOLED_COUNTS = (
     "n_fp_lesions",
     "n_small_lesions",
     "n_small_detected",
+    "lesionwise_tp",
+    "lesionwise_fn",
+    "lesionwise_fp",
+    "lesionwise_dropped",
 )
 
 
@@ -560,6 +659,8 @@ PRINTED_METRICS = (
     "hd95_mm",
     "hd_mm",
     "assd_mm",
+    "lesionwise_dice",
+    "lesionwise_hd95_mm",
     "sensitivity",
     "specificity",
     "precision",
@@ -598,5 +699,11 @@ def format_summary(summary: Mapping, metrics: Sequence[str] | None = None) -> st
                 f"{pooled['n_truth_lesions']:.0f} detected, small (<{summary['settings'].get('small_lesion_diameter_mm', 5):g} mm) "
                 f"{pooled['n_small_detected']:.0f}/{pooled['n_small_lesions']:.0f}, "
                 f"{pooled['n_fp_lesions']:.0f} false-positive lesions, global Dice {pooled['dice_global']:.4f}"
+            )
+        if "lesionwise_tp" in pooled:
+            lines.append(
+                f"{'':<10} {'BraTS 2023 lesion-wise':<26} {pooled['lesionwise_tp']:.0f} TP, "
+                f"{pooled['lesionwise_fn']:.0f} FN, {pooled['lesionwise_fp']:.0f} FP lesions over cases; "
+                f"{pooled['lesionwise_dropped']:.0f} truth lesion(s) under the volume threshold not scored"
             )
     return "\n".join(lines)

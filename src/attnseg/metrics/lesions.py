@@ -21,7 +21,8 @@ Conventions (docs/metrics.md):
   when most cases have no small lesion.
 
 BraTS 2023's lesion-wise scores differ: they dilate the truth before labelling (to merge nearby
-fragments) and drop truth lesions under a voxel threshold; we do neither.
+fragments), drop truth lesions under a volume threshold and score each lesion's Dice and HD95; they
+are in ``attnseg.metrics.brats2023``.
 """
 
 from __future__ import annotations

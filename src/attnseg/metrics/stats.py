@@ -69,6 +69,12 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "small_lesion_sensitivity": True,
     "small_lesion_detection": True,
     "small_lesion_fnr": False,
+    # BraTS 2023 lesion-wise scores (attnseg.metrics.brats2023); lesionwise_dropped has no direction
+    "lesionwise_dice": True,
+    "lesionwise_hd95_mm": False,
+    "lesionwise_tp": True,
+    "lesionwise_fn": False,
+    "lesionwise_fp": False,
 }
 
 _PERCENTILE_HD = re.compile(r"hd\d+(\.\d+)?_mm")  # hd95_mm, hd97.5_mm (attnseg.metrics.surface.hd_key)

@@ -14,16 +14,20 @@ Conventions (docs/metrics.md has the full text):
   Under ``convention="pooled"`` (= medpy ``hd95``): q-th percentile of the union of both sets.
   Percentiles interpolate linearly (numpy's default, torch.quantile's default).
 - **ASSD**: mean of the union of both directed sets (= MONAI ``compute_average_surface_distance(
-  symmetric=True)``; medpy's ``assd`` instead averages the two directed means).
+  symmetric=True)`` and medpy 0.5.2's ``assd``; medpy <= 0.4 and panoptica average the two directed
+  means instead).
 - **Empty masks**: both empty -> every distance is 0; exactly one empty -> every distance is
   ``empty_distance_mm``, by default the diagonal of the volume, sqrt(sum((shape_i * spacing_i)^2))
-  (373.13 mm for BraTS' 240x240x155 at 1 mm, the value BraTS reports). Never NaN or infinity.
+  (373.13 mm for BraTS' 240x240x155 at 1 mm, the value of the BraTS evaluations before 2023; BraTS
+  2023 uses 374, ``attnseg.metrics.brats2023``). Never NaN or infinity.
 
 Speed: surface voxels are found sparsely inside each mask's bounding box; distances are computed
 only from surface voxels, either with a KD-tree over the other surface's coordinates or with an
 anisotropic distance transform (``edt``) over the bounding box of both masks. ``method="auto"``
 picks the KD-tree when the box is large compared with the number of surface voxels (stray voxels far
-apart), the transform otherwise. Both are exact and give identical values.
+apart), the transform otherwise. Both are exact up to rounding: the KD-tree computes in float64,
+``edt`` in float32 (relative differences up to about 1e-7; none at 1 mm isotropic spacing).
+1D, 2D and 3D masks are accepted.
 """
 
 from __future__ import annotations
@@ -116,7 +120,10 @@ def _directed_edt(
 
     free = np.ones(box_shape, dtype=bool)  # zeros of the transform = surface voxels of dst
     free[tuple((dst - box_start).T)] = False
-    sq = edt.edtsq(free, anisotropy=spacing, black_border=False, parallel=threads)
+    # edt takes a number, not a 1-tuple, as the anisotropy of a 1D array (a tuple raises TypeError)
+    anisotropy = spacing[0] if len(box_shape) == 1 else spacing
+    # edt computes in float32: about 1e-7 relative from the KD-tree's float64 (docs/metrics.md)
+    sq = edt.edtsq(free, anisotropy=anisotropy, black_border=False, parallel=threads)
     return np.sqrt(sq[tuple((src - box_start).T)].astype(np.float64))
 
 
