@@ -239,12 +239,15 @@ def neighbourhood_codes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     box = bounding_box(mask)
     if box is None:
         raise ValueError("an empty mask has no surface elements")
-    padded = np.pad(mask[box].astype(np.uint8), 1)  # zero border: outside the array is background
-    corner_shape = tuple(b.stop - b.start + 1 for b in box)
-    codes = np.zeros(corner_shape, dtype=np.uint8)  # 8 bits: 2x2x2 neighbours
-    for bit, offset in enumerate(itertools.product((0, 1), repeat=mask.ndim)):
-        window = padded[tuple(slice(o, o + n) for o, n in zip(offset, corner_shape))]
-        codes |= window << bit
+    codes = np.pad(mask[box].astype(np.uint8), 1)  # zero border: outside the array is background
+    # the code's weights factor over the axes (bit 4a + 2b + c = 16^a * 4^b * 2^c in 3D): combine the
+    # two voxels along one axis at a time; every partial sum fits 8 bits
+    for axis in range(mask.ndim):
+        below = tuple(slice(None, -1) if a == axis else slice(None) for a in range(mask.ndim))
+        above = tuple(slice(1, None) if a == axis else slice(None) for a in range(mask.ndim))
+        combined = codes[above] * np.uint8(1 << (1 << (mask.ndim - 1 - axis)))
+        combined += codes[below]
+        codes = combined
     return codes, np.asarray([b.start for b in box], dtype=np.intp)
 
 
@@ -264,7 +267,7 @@ def surface_elements(
     codes, origin = neighbourhood_codes(m)
     flat = codes.ravel()
     full = 2 ** (2**m.ndim) - 1
-    idx = np.flatnonzero((flat != 0) & (flat != full))
+    idx = np.flatnonzero((flat - np.uint8(1)) < np.uint8(full - 1))  # 0 < code < full (uint8 wraps)
     corners = np.stack(np.unravel_index(idx, codes.shape), axis=1) + origin
     return corners, surfel_measure_table(spacing_mm, m.ndim)[flat[idx]]
 
@@ -317,10 +320,9 @@ def _distances_by_offsets(
     pad = np.abs(offsets).max(axis=0)
     lo = np.minimum(src.min(axis=0), dst.min(axis=0)) - pad
     shape = tuple(int(n) for n in np.maximum(src.max(axis=0), dst.max(axis=0)) + pad - lo + 1)
-    grid = np.zeros(shape, dtype=bool)
-    grid[tuple((dst - lo).T)] = True
-    flat = grid.ravel()
     strides = np.array([int(np.prod(shape[i + 1 :])) for i in range(len(shape))], dtype=np.intp)
+    flat = np.zeros(int(np.prod(shape)), dtype=bool)  # the grid of dst's corners, C order
+    flat[(dst - lo) @ strides] = True
     position = (src - lo) @ strides
     shifts = offsets @ strides
     out = np.full(len(src), np.inf)
