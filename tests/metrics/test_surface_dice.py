@@ -137,3 +137,16 @@ def test_keys_tolerances_and_bad_inputs():
         surface_dice_metrics(m, m, 1.0, method="edt")
     with pytest.raises(ValueError, match="spacing"):
         surface_dice_metrics(m, m, (1.0, 1.0))
+
+
+def test_both_methods_and_auto_agree_small_and_large_tolerance_balls():
+    rng = np.random.default_rng(3)
+    pred, truth = rng.random((14, 12, 10)) < 0.3, rng.random((14, 12, 10)) < 0.3
+    truth[:, :, 5:] = False  # some elements far from the other surface
+    spacing = (0.5, 0.6, 1.7)
+    for tolerances in ((0.0, 0.5, 1.0), (2.0, 6.0)):  # auto: offsets (ball of ~60), KD-tree (~9000)
+        values = [
+            surface_dice_metrics(pred, truth, spacing, tolerances, method=m) for m in ("auto", *METHODS)
+        ]
+        assert values[0] == values[1] == values[2]
+        assert 0.0 < values[0][nsd_key(tolerances[0])] < values[0][nsd_key(tolerances[-1])] < 1.0

@@ -17,7 +17,8 @@ Conventions (docs/metrics.md, "Normalized surface Dice"), DeepMind's unless said
 - Its **area** is the area of the marching-cubes surface inside the voxel-sized cube around the
   corner: triangles whose vertices are the midpoints of the cube edges that join a foreground voxel
   centre to a background one, with ``spacing_mm`` applied (2D: marching squares, the length of the
-  segments). Corners on a face diagonal are kept apart (each is cut off on its own). Where the
+  segments). Foreground voxels on a diagonal of the cube (touching only along an edge or at a
+  corner) are cut off each on its own. Where the
   surface in the cube is not planar, the area depends on the triangulation; we use DeepMind's
   (lookup_tables.py of ``surface-distance``), which is invariant under the 48 symmetries of the cube
   and under exchanging inside and outside, so one triangulation per class of neighbourhoods fixes
@@ -34,9 +35,13 @@ sqrt(3)/8 mm^2 (the surface is an octahedron of area sqrt(3) mm^2). Against the 
 along an axis of 2 mm, 4 corners of each are shared and 4 lie 2 mm from the other's: NSD at 1 mm
 is 0.5, at 2 mm 1.0.
 
-Speed: corner codes are computed in each mask's bounding box (8 shifted additions); the distances
-only up to the largest tolerance, with a KD-tree over the other surface's corners in mm (scipy
-``cKDTree`` with ``distance_upper_bound``), then recomputed exactly from the integer offsets.
+Speed: corner codes are computed in each mask's bounding box, one axis at a time; distances only
+up to the largest tolerance. ``method="offsets"`` looks the integer offsets of the tolerance ball up
+in a grid of the other surface's corners, nearest first, each corner stopping at its first hit;
+``method="kdtree"`` queries a KD-tree over the other surface's corners in mm (scipy ``cKDTree`` with
+``distance_upper_bound``) and recomputes each found distance from its integer offset. Both give
+identical values; ``"auto"`` takes the offsets while the ball holds at most ``MAX_BALL_OFFSETS``
+voxels.
 """
 
 from __future__ import annotations
@@ -366,7 +371,10 @@ def surface_dice_metrics(
     threads: int | None = None,
 ) -> dict[str, float]:
     """NSD at every tolerance from one surface computation: ``{"nsd_1mm": ..., "nsd_2mm": ...}``
-    (keys: :func:`nsd_key`). Empty masks: both -> 1, one -> 0. No tolerances -> ``{}``."""
+    (keys: :func:`nsd_key`). Empty masks: both -> 1, one -> 0. No tolerances -> ``{}``.
+
+    ``method``: ``"offsets"``, ``"kdtree"`` or ``"auto"`` (module docstring; same values);
+    ``threads``: KD-tree workers (default: the CPUs this process may use)."""
     p, t = as_mask(pred, "pred"), as_mask(truth, "truth")
     check_pair(p, t)
     if p.ndim not in (2, 3):
