@@ -57,6 +57,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         default="max",
         help="max: larger of the two directed percentiles (MONAI); pooled: percentile of both sets (medpy)",
     )
+    p.add_argument(
+        "--nsd-tolerance-mm",
+        default="1,2",
+        help="normalized surface Dice tolerances in mm, one column each (nsd_1mm, ...): default 1,2; none: no NSD",
+    )
     p.add_argument("--small-lesion-mm", type=float, default=5.0, help="small-lesion diameter (default 5 mm)")
     p.add_argument("--no-lesions", action="store_true", help="skip the lesion detection counts and rates")
     p.add_argument(
@@ -81,8 +86,14 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate_run(args: argparse.Namespace) -> int:
-    """Compare predicted label maps with the truth: Dice, HD95, ASSD, rates, lesion detection."""
-    from attnseg.metrics.evaluate import evaluate_folders, format_summary, parse_classes, parse_regions
+    """Compare predicted label maps with the truth: Dice, HD95, NSD, ASSD, rates, lesion detection."""
+    from attnseg.metrics.evaluate import (
+        evaluate_folders,
+        format_summary,
+        parse_classes,
+        parse_regions,
+        parse_tolerances,
+    )
 
     if args.report and not args.out:
         from attnseg.errors import ConfigError
@@ -103,6 +114,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         convention=args.convention,
         brats_challenge=args.brats_challenge,
         progress=sys.stderr.isatty(),
+        nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
     )
     print(format_summary(result.summary))
     for note in result.notes:

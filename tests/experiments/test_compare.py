@@ -34,7 +34,8 @@ def test_config_differences():
 def test_table_row_pools_lesion_counts():
     def row(dice, small, small_hit, n_truth, n_det, n_pred, n_fp):
         return {
-            "dice": dice, "hd95_mm": 2 * dice, "hd_mm": 3 * dice, "assd_mm": dice, "sensitivity": dice,
+            "dice": dice, "hd95_mm": 2 * dice, "nsd_1mm": dice / 2, "nsd_2mm": dice, "hd_mm": 3 * dice,
+            "assd_mm": dice, "sensitivity": dice,
             "precision": dice, "fpr": 0.01, "fp_vox": 10.0 * dice, "n_fp_lesions": n_fp,
             "n_small_lesions": small, "n_small_detected": small_hit, "n_truth_lesions": n_truth,
             "n_detected_lesions": n_det, "n_pred_lesions": n_pred,
@@ -43,6 +44,7 @@ def test_table_row_pools_lesion_counts():
     # case 1: 1 small lesion, missed; case 2: 3 small lesions, 2 found -> pooled 2/4, not (0 + 2/3)/2
     r = table_row([row(0.5, 1, 0, 2, 1, 2, 1), row(1.0, 3, 2, 4, 4, 5, 0)])
     assert r["dice"] == pytest.approx(0.75)
+    assert (r["nsd_1mm"], r["nsd_2mm"]) == (pytest.approx(0.375), pytest.approx(0.75))
     assert r["fp_vox"] == pytest.approx(7.5)
     assert r["n_fp_lesions"] == pytest.approx(0.5)
     assert (r["small_detected"], r["small_total"]) == (2.0, 4.0)
@@ -145,7 +147,8 @@ def test_table_equals_metrics_recomputed_from_saved_predictions(tiny):
         for t in regions:
             r = rows[(name, t)]
             vals = [pc[t] for pc in per_case]
-            for m in ("dice", "hd95_mm", "hd_mm", "assd_mm", "sensitivity", "fpr", "fp_vox", "n_fp_lesions"):
+            for m in ("dice", "hd95_mm", "nsd_1mm", "nsd_2mm", "hd_mm", "assd_mm", "sensitivity", "fpr",
+                      "fp_vox", "n_fp_lesions"):  # fmt: skip
                 assert r[m] == pytest.approx(np.mean([v[m] for v in vals]), rel=1e-12, abs=1e-12), (
                     name,
                     t,
@@ -169,6 +172,7 @@ def test_table_equals_metrics_recomputed_from_saved_predictions(tiny):
     for cr in csv_rows:
         r = rows[(cr["model_name"], cr["target"])]
         assert float(cr["dice"]) == r["dice"] and float(cr["hd95_mm"]) == r["hd95_mm"]
+        assert float(cr["nsd_1mm"]) == r["nsd_1mm"] and float(cr["nsd_2mm"]) == r["nsd_2mm"]
     # paired tests: p in [0, 1], means equal the recomputed per-case means
     assert result.paired
     for p in result.paired:
@@ -192,6 +196,10 @@ def test_outputs_and_printed_table(tiny):
     printed = "\n".join(logs)
     assert "UNet" in printed and "AttentionUNet" in printed
     assert "Wilcoxon" in printed and "Low power" in printed
+    assert "NSD 1 mm" in printed and "NSD 2 mm" in printed
+    paired = {(p["target"], p["metric"]) for p in result.paired}
+    assert {("WT", "nsd_1mm"), ("ET", "nsd_2mm")} <= paired
+    assert 'data-metric="nsd_1mm"' in html  # the report's tables
     assert result.text in printed
     # a second run into the same folder is refused unless asked
     with pytest.raises(ConfigError, match="previous comparison"):

@@ -12,8 +12,16 @@ from tests.conftest import shared_dataset
 
 from attnseg.cli import main
 from attnseg.errors import ConfigError, DataError
-from attnseg.metrics import dice, evaluate_case, evaluate_folders, find_label_files, hausdorff_distance
-from attnseg.metrics.evaluate import parse_classes, parse_regions
+from attnseg.metrics import (
+    dice,
+    evaluate_case,
+    evaluate_folders,
+    find_label_files,
+    format_summary,
+    hausdorff_distance,
+    normalized_surface_dice,
+)
+from attnseg.metrics.evaluate import parse_classes, parse_regions, parse_tolerances
 
 
 def brats_like_pair():
@@ -61,6 +69,29 @@ def test_values_equal_the_single_mask_functions_on_the_full_volume():
         assert r[name]["hd95_mm"] == pytest.approx(hausdorff_distance(p, t, spacing, 95))
         assert r[name]["hd_mm"] == pytest.approx(hausdorff_distance(p, t, spacing))
         assert r[name]["specificity"] == pytest.approx(np.count_nonzero(~p & ~t) / np.count_nonzero(~t))
+        for tolerance in (1.0, 2.0):  # the default NSD columns
+            expected = normalized_surface_dice(p, t, spacing, tolerance)
+            assert r[name][f"nsd_{tolerance:g}mm"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_nsd_columns_per_tolerance_and_empty_conventions():
+    pred, truth = brats_like_pair()
+    r = evaluate_case(pred, truth, (1.0, 1.0, 2.0), regions="brats", nsd_tolerances_mm=(0.5, 3))
+    assert [m for m in r["WT"] if m.startswith("nsd")] == ["nsd_0.5mm", "nsd_3mm"]
+    # WT: the missed slab's face is 1 mm from the new surface: within 3 mm, partly not within 0.5
+    assert r["WT"]["nsd_3mm"] == 1.0 and 0.5 < r["WT"]["nsd_0.5mm"] < 1.0
+    assert r["TC"]["nsd_0.5mm"] == 1.0  # identical
+    assert r["ET"]["nsd_0.5mm"] == r["ET"]["nsd_3mm"] == 0.0  # prediction empty
+    both_empty = evaluate_case(pred, truth, classes=[3])["3"]
+    assert both_empty["nsd_1mm"] == both_empty["nsd_2mm"] == 1.0
+    assert not any(m.startswith("nsd") for m in evaluate_case(pred, truth, nsd_tolerances_mm=())["1"])
+    with pytest.raises(ConfigError, match="tolerance"):
+        evaluate_case(pred, truth, nsd_tolerances_mm=(-1.0,))
+    assert parse_tolerances("1,2") == (1.0, 2.0) and parse_tolerances(" 0.5 ") == (0.5,)
+    assert parse_tolerances("none") == () and parse_tolerances("") == ()
+    for bad in ("1;2", "-1", "nan", "mm"):
+        with pytest.raises(ConfigError, match="--nsd-tolerance-mm"):
+            parse_tolerances(bad)
 
 
 def test_default_classes_torch_input_and_background_target():
@@ -159,6 +190,12 @@ def test_evaluate_folders_writes_csv_and_json(folders, tmp_path):
     pooled = summary["pooled"]["ET"]
     assert pooled["n_truth_lesions"] == 2 and pooled["lesion_sensitivity"] == pytest.approx(0.5)
     assert summary["settings"]["targets"]["WT"] == [1, 2, 4]
+    assert summary["settings"]["nsd_tolerances_mm"] == [1.0, 2.0]
+    assert float(wt_a["nsd_2mm"]) == 1.0 and summary["targets"]["TC"]["nsd_1mm"]["min"] == 1.0
+    # the printed table: NSD beside Dice and HD95, one line per tolerance
+    lines = format_summary(summary).splitlines()
+    names = [line[11:37].strip() for line in lines[3:]]
+    assert names[:5] == ["dice", "iou", "hd95_mm", "nsd_1mm", "nsd_2mm"]
 
 
 def test_default_targets_fill_absent_labels(tmp_path):
@@ -181,9 +218,16 @@ def test_cli_prints_summary_and_reports_bad_inputs(folders, tmp_path, capsys):
     code = main(["evaluate", str(pred_dir), str(truth_dir), "--out", str(out), "--regions", "brats"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "WT" in printed and "hd95_mm" in printed and "case_c" in printed
+    assert "WT" in printed and "hd95_mm" in printed and "nsd_1mm" in printed and "case_c" in printed
     assert (out / "metrics_per_case.csv").is_file() and (out / "summary.json").is_file()
     assert not list(out.glob("*.tmp*"))
+    assert main(["evaluate", str(pred_dir), str(truth_dir), "--nsd-tolerance-mm", "0.5,4"]) == 0
+    printed = capsys.readouterr().out
+    assert "nsd_0.5mm" in printed and "nsd_4mm" in printed and "nsd_1mm" not in printed
+    assert main(["evaluate", str(pred_dir), str(truth_dir), "--nsd-tolerance-mm", "none"]) == 0
+    assert "nsd_" not in capsys.readouterr().out
+    assert main(["evaluate", str(pred_dir), str(truth_dir), "--nsd-tolerance-mm", "-1"]) == 2
+    assert "--nsd-tolerance-mm" in capsys.readouterr().err
 
     # a prediction on another grid: error naming the case
     pred, _ = brats_like_pair()

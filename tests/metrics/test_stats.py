@@ -33,7 +33,7 @@ NO_DIRECTION = {
 def test_directions_by_hand():
     for metric in ("dice", "volume_dice", "iou", "sensitivity", "precision", "specificity", "tp_vox",
                    "lesion_sensitivity", "lesion_precision", "n_detected_lesions", "n_small_detected",
-                   "small_lesion_sensitivity", "small_lesion_detection"):  # fmt: skip
+                   "small_lesion_sensitivity", "small_lesion_detection", "nsd_1mm", "nsd_0.5mm", "nsd_2mm"):  # fmt: skip
         assert higher_is_better(metric) is True, metric
     for metric in ("hd_mm", "hd95_mm", "hd97.5_mm", "hd100_mm", "assd_mm", "fpr", "fnr", "fp_vox", "fn_vox",
                    "n_fp_lesions", "small_lesion_fnr"):  # fmt: skip
@@ -41,7 +41,7 @@ def test_directions_by_hand():
 
 
 def test_metrics_without_a_direction_are_refused():
-    for metric in (*NO_DIRECTION, "hd_95_mm", "DICE", ""):
+    for metric in (*NO_DIRECTION, "hd_95_mm", "DICE", "", "nsd_1_mm", "nsd1mm", "nsd_mm"):
         with pytest.raises(ValueError, match="no better direction"):
             higher_is_better(metric)
 
@@ -52,9 +52,12 @@ def test_every_metric_of_evaluate_case_has_a_direction_or_none_on_purpose():
     pred = np.zeros_like(truth)
     pred[3:7, 2:6, 2:6] = 1
     for percentile in (95.0, 97.5):
-        row = evaluate_case(pred, truth, (1.0, 1.0, 2.0), classes=[1], percentile=percentile)["1"]
+        row = evaluate_case(
+            pred, truth, (1.0, 1.0, 2.0), classes=[1], percentile=percentile, nsd_tolerances_mm=(0.5, 3)
+        )["1"]
         directed = {m for m in row if m not in NO_DIRECTION}
-        assert directed == {m for m in directed if m in HIGHER_IS_BETTER or m.startswith("hd")}
+        assert {"nsd_0.5mm", "nsd_3mm"} <= directed
+        assert directed == {m for m in directed if m in HIGHER_IS_BETTER or m.startswith(("hd", "nsd_"))}
         for m in directed:
             assert isinstance(higher_is_better(m), bool), m
 

@@ -224,6 +224,52 @@ def test_paired_tests_by_hand(tmp_path):
     assert parser.tables["summary-a"]["head"] == ["metric", "WT", "ET"]
 
 
+def with_nsd(folder: Path, nsd_1mm: dict[str, list[float]]) -> Path:
+    """``folder``'s evaluation with NSD columns after hd95_mm: nsd_1mm as given, nsd_2mm = (1 + it) / 2."""
+    rows = csv_rows(folder / "metrics_per_case.csv")
+    header = HEADER[:9] + ["nsd_1mm", "nsd_2mm"] + HEADER[9:]
+    with open(folder / "metrics_per_case.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, header, lineterminator="\n")
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            value = nsd_1mm[row["target"]][i // len(nsd_1mm)]
+            writer.writerow({**row, "nsd_1mm": repr(value), "nsd_2mm": repr((1 + value) / 2)})
+    return folder
+
+
+def test_nsd_columns_in_the_tables_and_the_paired_tests(tmp_path):
+    nsd_a = {"WT": [0.5, 0.6, 0.7, 0.8, 0.9], "ET": [0.3, 0.3, 0.3, 0.3, 0.3]}
+    a = read_evaluation(with_nsd(write_eval(tmp_path / "a", DICE_A, HD_A), nsd_a))
+    nsd_b = {"WT": [v + 0.05 for v in nsd_a["WT"]], "ET": [0.3, 0.3, 0.3, 0.3, 0.2]}
+    b = read_evaluation(with_nsd(write_eval(tmp_path / "b", DICE_A, HD_A), nsd_b))
+    out = build_report(a, tmp_path / "report.html")
+    summary = parse(out).tables["summary-table"]
+    metrics = [attrs["data-metric"] for attrs, _ in summary["rows"]]
+    assert metrics == [
+        "dice",
+        "iou",
+        "hd95_mm",
+        "nsd_1mm",
+        "nsd_2mm",
+        "hd_mm",
+        "assd_mm",
+        "sensitivity",
+        "fpr",
+    ]
+    nsd_row = summary["rows"][3]
+    assert nsd_row[1][0][1] == "NSD 1 mm"
+    assert float(nsd_row[1][1][0]["data-mean"]) == pytest.approx(0.7)  # WT
+    assert nsd_row[1][1][1].startswith("0.7000 ± 0.1581")
+    rows = {(r["target"], r["metric"]): r for r in paired_tests(a, b)}
+    wt = rows[("WT", "nsd_1mm")]  # higher is better: 5 improvements, exact p = 2 / 2^5
+    assert (wt["b_better"], wt["b_worse"]) == (5, 0) and wt["p_value"] == pytest.approx(0.0625)
+    assert wt["mean_diff"] == pytest.approx(0.05)
+    et = rows[("ET", "nsd_2mm")]
+    assert (et["b_better"], et["b_worse"]) == (0, 1) and et["mean_diff"] == pytest.approx(-0.01)
+    metrics_in_order = [m for t, m in rows if t == "WT"]
+    assert metrics_in_order[:4] == ["dice", "hd95_mm", "nsd_1mm", "nsd_2mm"]
+
+
 def test_example_cases_and_errors(tmp_path):
     ev = read_evaluation(write_eval(tmp_path / "e", DICE_A, HD_A))
     # mean Dice per case: 0.35, 0.55, 0.6, 0.35, 0.65 -> best case_4, median case_1 (0.55), worst case_3

@@ -9,7 +9,8 @@ chooses a checkpoint. The held-out cases are predicted by both models, case by c
 (so a load spike on a shared machine hits both), scored with ``attnseg.metrics.evaluate_case`` and
 compared case by case:
 
-- per class/region: mean Dice, HD95 and HD (the boundary's worst point) and ASSD in mm, voxel
+- per class/region: mean Dice, HD95, the normalized surface Dice at 1 and 2 mm, HD (the
+  boundary's worst point) and ASSD in mm, voxel
   sensitivity, false positives (FP voxels, FP components, FPR), lesion-wise sensitivity and precision
   and the small-lesion detection rate (truth lesions with an equivalent diameter under 5 mm that
   the prediction touches), the lesion counts pooled over cases;
@@ -66,6 +67,7 @@ from attnseg.io.images2d import save_mask2d
 from attnseg.io.nifti import save_image
 from attnseg.metrics.evaluate import evaluate_case, per_case_csv, pooled_metrics, summarize
 from attnseg.metrics.stats import group_values, higher_is_better, mean_over_runs, paired_statistics
+from attnseg.metrics.surface_dice import DEFAULT_NSD_TOLERANCES_MM, nsd_key
 from attnseg.training.loop import TrainResult
 from attnseg.training.run import load_run_config, train
 from attnseg.viz.report import build_compare_report, read_evaluation
@@ -93,11 +95,15 @@ DEMO_RECIPE: tuple[str, ...] = (
     "augment.p_elastic=0.0",
 )
 
+#: The normalized surface Dice columns: nsd_1mm, nsd_2mm (the evaluation's default tolerances).
+NSD_COLUMNS = tuple(nsd_key(t) for t in DEFAULT_NSD_TOLERANCES_MM)
+
 #: Metrics compared case by case (directions: ``attnseg.metrics.stats.higher_is_better``); the
 #: table shows more. ``n_small_detected``: the truth lesions are the same for both models, a paired count.
 PAIRED_METRICS: tuple[str, ...] = (
     "dice",
     "hd95_mm",
+    *NSD_COLUMNS,
     "hd_mm",
     "assd_mm",
     "sensitivity",
@@ -119,6 +125,7 @@ PAIRED_COLUMNS = (
 MEAN_COLUMNS = (
     "dice",
     "hd95_mm",
+    *NSD_COLUMNS,
     "hd_mm",
     "assd_mm",
     "sensitivity",
@@ -538,6 +545,7 @@ def score_held_out(plan: ComparePlan, runs: Mapping[int, Mapping[str, TrainResul
                     spacing,
                     regions=targets,
                     small_lesion_diameter_mm=s.small_lesion_diameter_mm,
+                    nsd_tolerances_mm=DEFAULT_NSD_TOLERANCES_MM,
                 )
     return scores
 
@@ -664,6 +672,7 @@ def _write_evaluation(plan: ComparePlan, scores: HeldOutScores, tables: PairedTa
             "targets": scores.targets,
             "percentile": 95.0,
             "hd_convention": "max",
+            "nsd_tolerances_mm": list(DEFAULT_NSD_TOLERANCES_MM),
             "small_lesion_diameter_mm": s.small_lesion_diameter_mm,
             "seeds": list(s.seeds),
             "pred_dir": str(plan.out / "runs" / f"seed{s.seeds[0]}" / name / "predictions"),
@@ -751,6 +760,7 @@ LABELS = {
     "dice": "Dice",
     "volume_dice": "Dice (patient volume)",
     "hd95_mm": "HD95 (mm)",
+    **{nsd_key(t): f"NSD {t:g} mm" for t in DEFAULT_NSD_TOLERANCES_MM},
     "hd_mm": "HD max (mm)",
     "assd_mm": "ASSD (mm)",
     "sensitivity": "sensitivity (voxels)",
@@ -812,6 +822,7 @@ def format_table(
             "dice",
             "volume_dice",
             "hd95_mm",
+            *NSD_COLUMNS,
             "hd_mm",
             "assd_mm",
             "sensitivity",

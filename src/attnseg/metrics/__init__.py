@@ -1,7 +1,8 @@
-"""Segmentation metrics in millimetres: overlap, surface distances, lesion detection, case evaluation,
-and paired statistics of two models on the same cases (``attnseg.metrics.stats``).
+"""Segmentation metrics in millimetres: overlap, surface distances, normalized surface Dice, lesion
+detection, case evaluation, and paired statistics of two models on the same cases
+(``attnseg.metrics.stats``).
 
-Conventions (surfaces, HD95, empty masks, lesions) are in docs/metrics.md and the module docstrings.
+Conventions (surfaces, HD95, NSD, empty masks, lesions) are in docs/metrics.md and the module docstrings.
 """
 
 from attnseg.metrics.evaluate import (
@@ -31,6 +32,7 @@ from attnseg.metrics.surface import (
     surface_voxels,
     volume_diagonal_mm,
 )
+from attnseg.metrics.surface_dice import normalized_surface_dice, nsd_key, surface_dice_metrics
 
 __all__ = [
     "HIGHER_IS_BETTER",
@@ -52,10 +54,13 @@ __all__ = [
     "iou",
     "lesion_metrics",
     "match_lesions",
+    "normalized_surface_dice",
+    "nsd_key",
     "overlap_metrics",
     "paired_statistics",
     "pooled_metrics",
     "summarize",
+    "surface_dice_metrics",
     "surface_distances",
     "surface_metrics",
     "surface_voxels",

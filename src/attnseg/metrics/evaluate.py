@@ -39,6 +39,12 @@ from attnseg.metrics.surface import (
     surface_metrics,
     volume_diagonal_mm,
 )
+from attnseg.metrics.surface_dice import (
+    DEFAULT_NSD_TOLERANCES_MM,
+    check_tolerances,
+    nsd_key,
+    surface_dice_metrics,
+)
 from attnseg.progress import progress as progress_lines
 
 # ``--regions`` presets: the BraTS region table of attnseg.datasets.regions (brats = the 2017-2022
@@ -116,6 +122,19 @@ def parse_classes(text: str) -> list[int] | dict[str, int]:
         raise ConfigError(f"--labels {text!r}: expected 1,2,4 or name=1,name=2") from None
 
 
+def parse_tolerances(text: str) -> tuple[float, ...]:
+    """``--nsd-tolerance-mm`` text: ``1,2`` (mm, one NSD column each) or ``none`` (no NSD)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return check_tolerances([float(t) for t in text.split(",") if t.strip()])
+    except ValueError:
+        raise ConfigError(
+            f"--nsd-tolerance-mm {text!r}: expected tolerances in mm >= 0 separated by commas, "
+            "e.g. 1,2, or none"
+        ) from None
+
+
 def _as_labels(x: object, name: str) -> np.ndarray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
@@ -165,12 +184,14 @@ def evaluate_case(
     brats_challenge: str = "GLI",
     method: str = "auto",
     threads: int | None = None,
+    nsd_tolerances_mm: Sequence[float] = DEFAULT_NSD_TOLERANCES_MM,
 ) -> dict[str, dict[str, float]]:
     """Every metric for every class/region of one case: ``{target: {metric: value}}``.
 
     Metrics: dice, iou, sensitivity, specificity, precision, fpr, fnr, voxel counts, volumes (mm^3,
-    ml, relative), hd_mm, hd95_mm (``hd{percentile}_mm``), assd_mm and, with ``lesions``, lesion
-    counts and detection rates. Distances are in mm using ``spacing_mm`` (per array axis). When a
+    ml, relative), hd_mm, hd95_mm (``hd{percentile}_mm``), assd_mm, the normalized surface Dice at
+    each of ``nsd_tolerances_mm`` (``nsd_1mm``, ``nsd_2mm``; none for ``()``) and, with ``lesions``,
+    lesion counts and detection rates. Distances are in mm using ``spacing_mm`` (per array axis). When a
     mask is empty in one map only, distances are ``empty_distance_mm`` (default: the volume's
     diagonal). No value is ever NaN.
 
@@ -192,6 +213,10 @@ def evaluate_case(
         raise ConfigError(f"the {convention} lesion-wise scores need 3D label maps, got shape {truth.shape}")
     regions = _default_regions(convention, classes, regions)
     empty_distance_mm = _empty_distance(convention, empty_distance_mm)
+    try:
+        tolerances = check_tolerances(nsd_tolerances_mm)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     spacing = resolve_spacing(spacing_mm, pred.ndim)
     voxel_mm3 = float(np.prod(spacing))
     n_total = int(truth.size)
@@ -226,6 +251,7 @@ def evaluate_case(
                 threads=threads,
             )
         )
+        row.update(surface_dice_metrics(pm, tm, spacing, tolerances, threads=threads))
         if lesions:
             row.update(
                 lesion_metrics(
@@ -430,6 +456,7 @@ def evaluate_folders(
     brats_challenge: str = "GLI",
     affine_atol_mm: float = 1e-3,
     progress: bool = False,
+    nsd_tolerances_mm: Sequence[float] = DEFAULT_NSD_TOLERANCES_MM,
 ) -> EvaluationResult:
     """Evaluate every prediction in ``pred_dir`` against its truth in ``truth_dir`` (matched by case id).
 
@@ -439,6 +466,7 @@ def evaluate_folders(
     ``classes`` nor ``regions``, the targets are every non-zero label value found in any map, and a
     target absent from both maps of a case gets the both-empty values (Dice 1, distances 0).
     ``convention="brats2023"`` adds the BraTS 2023 lesion-wise scores (``evaluate_case``).
+    ``nsd_tolerances_mm``: one normalized-surface-Dice column per tolerance (``nsd_1mm``, ``nsd_2mm``).
     Writes ``metrics_per_case.csv`` and ``summary.json`` into ``out_dir`` when given.
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
@@ -464,6 +492,7 @@ def evaluate_folders(
         empty_distance_mm=empty_distance_mm,
         convention=convention,
         brats_challenge=brats_challenge,
+        nsd_tolerances_mm=list(check_tolerances(nsd_tolerances_mm)),
     )
     lesion_wise = _lesion_wise_rule(convention, brats_challenge)  # fail on bad settings before reading
     regions = _default_regions(convention, classes, regions)
@@ -519,7 +548,8 @@ def evaluate_folders(
     notes = _mask_notes(truth_masks, "truth") + _mask_notes(pred_masks, "prediction")
     if two_d:
         notes.append(
-            "2D images carry no spacing: spacing 1, so the distances (hd_mm, hd95_mm, assd_mm) are in pixels"
+            "2D images carry no spacing: spacing 1, so the distances (hd_mm, hd95_mm, assd_mm) are in pixels, "
+            "and so are the NSD tolerances (nsd_1mm: within 1 pixel)"
         )
     result = EvaluationResult(per_case=per_case, summary=summary, missing_predictions=missing, notes=notes)
     if out_dir is not None:
@@ -657,6 +687,7 @@ PRINTED_METRICS = (
     "dice",
     "iou",
     "hd95_mm",
+    "nsd",  # one line per NSD tolerance (settings["nsd_tolerances_mm"]): nsd_1mm, nsd_2mm
     "hd_mm",
     "assd_mm",
     "lesionwise_dice",
@@ -676,8 +707,15 @@ PRINTED_METRICS = (
 
 def format_summary(summary: Mapping, metrics: Sequence[str] | None = None) -> str:
     """The summary as a plain-text table: mean, std and median per target and metric."""
-    percentile = summary.get("settings", {}).get("percentile", 95.0)
-    wanted = [hd_key(percentile) if m == "hd95_mm" else m for m in (metrics or PRINTED_METRICS)]
+    settings = summary.get("settings", {})
+    percentile = settings.get("percentile", 95.0)
+    tolerances = settings.get("nsd_tolerances_mm", DEFAULT_NSD_TOLERANCES_MM)
+    wanted: list[str] = []
+    for m in metrics or PRINTED_METRICS:
+        if m == "nsd":
+            wanted.extend(nsd_key(t) for t in tolerances)
+        else:
+            wanted.append(hd_key(percentile) if m == "hd95_mm" else m)
     lines = [f"{summary['n_cases']} case(s)"]
     header = f"{'target':<10} {'metric':<26} {'mean':>10} {'std':>10} {'median':>10}"
     lines += [header, "-" * len(header)]

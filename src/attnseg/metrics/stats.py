@@ -5,8 +5,9 @@ Conventions (stated once, used by ``attnseg compare`` and the HTML report's pair
 - Directions: :data:`HIGHER_IS_BETTER` is the one table of metric directions (True: a higher value
   is better). Overlap, sensitivity, precision and detection counts go up; distances, error rates
   and false-positive counts go down; the percentile Hausdorff ``hd<p>_mm`` of any percentile goes
-  down. Metrics with no better side (volumes, the signed volume difference, truth or prediction
-  lesion counts) are not in it, and :func:`higher_is_better` refuses them.
+  down, the normalized surface Dice ``nsd_<tau>mm`` of any tolerance goes up. Metrics with no
+  better side (volumes, the signed volume difference, truth or prediction lesion counts) are not in
+  it, and :func:`higher_is_better` refuses them.
 - A pair is ``(a[i], b[i])``: model A's and model B's value on case i; differences are ``b - a``.
 - The test is the two-sided Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, as R's
   ``wilcox.test(paired=TRUE)``): zero differences are dropped (``zero_method="wilcox"``), the
@@ -59,6 +60,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     # surface distances (attnseg.metrics.surface); hd<p>_mm by pattern, see higher_is_better
     "hd_mm": False,
     "assd_mm": False,
+    # normalized surface Dice (attnseg.metrics.surface_dice); nsd_<tau>mm by pattern, see higher_is_better
     # lesions (attnseg.metrics.lesions); counts of detected lesions pair up because the truth
     # lesions are the same for both models
     "n_detected_lesions": True,
@@ -78,19 +80,23 @@ HIGHER_IS_BETTER: dict[str, bool] = {
 }
 
 _PERCENTILE_HD = re.compile(r"hd\d+(\.\d+)?_mm")  # hd95_mm, hd97.5_mm (attnseg.metrics.surface.hd_key)
+_NSD = re.compile(r"nsd_\d+(\.\d+)?mm")  # nsd_1mm, nsd_0.5mm (attnseg.metrics.surface_dice.nsd_key)
 
 
 def higher_is_better(metric: str) -> bool:
     """True when a higher value of ``metric`` is better (:data:`HIGHER_IS_BETTER`; ``hd<p>_mm``:
-    False). Example: ``higher_is_better("dice") is True``, ``higher_is_better("hd95_mm") is False``.
+    False; ``nsd_<tau>mm``: True). Example: ``higher_is_better("dice") is True``,
+    ``higher_is_better("hd95_mm") is False``, ``higher_is_better("nsd_1mm") is True``.
     A metric with no better side (``volume_diff_ml``, ``n_truth_lesions``) is a ValueError."""
     if metric in HIGHER_IS_BETTER:
         return HIGHER_IS_BETTER[metric]
     if _PERCENTILE_HD.fullmatch(metric):
         return False
+    if _NSD.fullmatch(metric):
+        return True
     raise ValueError(
         f"metric {metric!r} has no better direction in attnseg.metrics.stats.HIGHER_IS_BETTER; "
-        f"pass one of {sorted(HIGHER_IS_BETTER)} or hd<percentile>_mm"
+        f"pass one of {sorted(HIGHER_IS_BETTER)}, hd<percentile>_mm or nsd_<tolerance>mm"
     )
 
 

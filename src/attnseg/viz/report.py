@@ -62,6 +62,7 @@ TABLE_METRICS = (
     "dice",
     "iou",
     "HD",  # placeholder for the percentile Hausdorff column (hd95_mm by default)
+    "NSD",  # placeholder for the normalized surface Dice columns (nsd_1mm, nsd_2mm by default)
     "hd_mm",
     "assd_mm",
     "sensitivity",
@@ -71,7 +72,7 @@ TABLE_METRICS = (
     "lesion_sensitivity",
     "small_lesion_sensitivity",
 )
-PAIRED_METRICS = ("dice", "HD", "assd_mm", "sensitivity", "fpr", "small_lesion_fnr")
+PAIRED_METRICS = ("dice", "HD", "NSD", "assd_mm", "sensitivity", "fpr", "small_lesion_fnr")
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -116,10 +117,24 @@ class Evaluation:
         candidates = [h for h in self.metrics if h.startswith("hd") and h.endswith("_mm") and h != "hd_mm"]
         return candidates[0] if candidates else None
 
+    @property
+    def nsd_metrics(self) -> list[str]:
+        """The normalized surface Dice columns (``nsd_1mm``, ``nsd_2mm``, ...), in the CSV's order."""
+        return [h for h in self.metrics if h.startswith("nsd_") and h.endswith("mm")]
+
     def resolve(self, metric: str) -> str | None:
         if metric == "HD":
             return self.hd_metric
+        if metric == "NSD":
+            return next(iter(self.nsd_metrics), None)
         return metric if metric in self.header else None
+
+    def expand(self, metric: str) -> list[str]:
+        """The columns a table metric stands for: every NSD column for ``NSD``, else one or none."""
+        if metric == "NSD":
+            return self.nsd_metrics
+        key = self.resolve(metric)
+        return [] if key is None else [key]
 
     def value(self, row: Mapping[str, str], metric: str) -> float:
         return _to_float(row.get(metric, ""))
@@ -212,9 +227,7 @@ def summary_rows(evaluation: Evaluation, metrics: Sequence[str] | None = None) -
 def _table_metrics(evaluation: Evaluation, metrics: Sequence[str] | None = None) -> list[str]:
     out = []
     for m in metrics or TABLE_METRICS:
-        key = evaluation.resolve(m)
-        if key is not None and key not in out:
-            out.append(key)
+        out.extend(key for key in evaluation.expand(m) if key not in out)
     return out
 
 
@@ -227,21 +240,18 @@ def paired_tests(
     p-value) with ``target`` and ``metric``."""
     rows = []
     for target in [t for t in a.targets if t in b.targets]:
-        for m in metrics or PAIRED_METRICS:
-            key_a, key_b = a.resolve(m), b.resolve(m)
-            if key_a is None or key_a != key_b:
-                continue
-            va, vb = a.values(target, key_a), b.values(target, key_b)
+        for key in [k for m in metrics or PAIRED_METRICS for k in a.expand(m) if k in b.expand(m)]:
+            va, vb = a.values(target, key), b.values(target, key)
             cases = [c for c in va if c in vb]
             if not cases:
                 continue
             st = paired_statistics(
                 [va[c] for c in cases],
                 [vb[c] for c in cases],
-                higher_is_better=higher_is_better(key_a),
+                higher_is_better=higher_is_better(key),
                 n_boot=n_boot,
             )
-            rows.append({"target": target, "metric": key_a, **st})
+            rows.append({"target": target, "metric": key, **st})
     return rows
 
 
@@ -276,6 +286,8 @@ def _label(metric: str) -> str:
         return names[metric]
     if metric.startswith("hd") and metric.endswith("_mm"):
         return f"HD{metric[2:-3]} (mm)"
+    if metric.startswith("nsd_") and metric.endswith("mm"):
+        return f"NSD {metric[4:-2]} mm"
     return metric
 
 
@@ -453,7 +465,7 @@ def _paired_table(rows: Sequence[Mapping[str, Any]], name_a: str, name_b: str, t
         f'<div class="table-wrap"><table id="{table_id}" class="sortable paired"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
         f'<p class="note">Per target and metric over the cases both models were evaluated on. "better" counts '
-        f"cases where {_e(name_b)} improves on {_e(name_a)} (higher Dice/sensitivity, lower distances and error "
+        f"cases where {_e(name_b)} improves on {_e(name_a)} (higher Dice/NSD/sensitivity, lower distances and error "
         "rates). Two-sided Wilcoxon signed-rank test (zero differences dropped; p = 1 when all are zero); "
         "green/red marks p &lt; 0.05, uncorrected for multiple comparisons.</p>"
     )
