@@ -183,7 +183,8 @@ class TrainConfig:
     ``weight_averages``: averages of the weights kept during training, each written as
     ``averages/model_<spec>.pt`` beside ``model.pt``: ``"ema0.999"`` (exponential moving average
     with that decay) or ``"tail0.25"`` (mean over the last 25 % of the schedule); see
-    ``attnseg.training.averaging``.
+    ``attnseg.training.averaging``. ``model_weights``: what ``model.pt`` holds: ``"last"`` (the last
+    weights, or the best validated ones) or one of ``weight_averages``.
     """
 
     epochs: int = 50
@@ -206,6 +207,7 @@ class TrainConfig:
     progress: bool = True
     budget_minutes: float | None = None
     weight_averages: tuple[str, ...] = ()
+    model_weights: str = "last"
 
 
 @dataclass

@@ -90,3 +90,18 @@ def test_resume_continues_the_averages(tmp_path, cases, target, make_config):
         a = read_model_file(tmp_path / "a" / "averages" / f"model_{spec}.pt")["state_dict"]
         b = read_model_file(tmp_path / "b" / "averages" / f"model_{spec}.pt")["state_dict"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_model_weights_must_name_a_kept_average(tmp_path, cases, target, make_config):
+    train, val = cases
+    config = make_config("train.weight_averages=[ema0.9]", "train.model_weights=tail0.5")
+    with pytest.raises(ConfigError, match="train.model_weights='tail0.5'"):
+        fit(build_model(config.model), train, val, target, config, tmp_path, log=lambda _: None)
+
+
+def test_model_weights_picks_the_average(tmp_path, cases, target, make_config):
+    train, val = cases
+    config = make_config("train.weight_averages=[ema0.9]", "train.model_weights=ema0.9")
+    fit(build_model(config.model), train, val, target, config, tmp_path, log=lambda _: None)
+    assert (tmp_path / "model.pt").read_bytes() == (tmp_path / "averages" / "model_ema0.9.pt").read_bytes()
+    assert read_model_file(tmp_path / "model.pt")["weight_average"] == "ema0.9"

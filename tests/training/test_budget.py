@@ -45,6 +45,10 @@ def test_budget_defaults():
     defaults = budget_defaults(30)
     assert defaults["data"]["split"] == "none" and defaults["train"]["val_every"] == 0
     assert defaults["train"]["schedule_by_time"] is True and defaults["train"]["budget_minutes"] == 30.0
+    assert (
+        defaults["train"]["weight_averages"] == ["tail0.5"]
+        and defaults["train"]["model_weights"] == "tail0.5"
+    )
     with pytest.raises(ValueError, match="positive number of minutes"):
         budget_defaults(0)
 
@@ -86,6 +90,9 @@ def test_minutes_keeps_the_budget_anneals_and_trains_every_case(tmp_path, tiny_p
     records = history(run)
     peak = config["optim"]["lr"]
     assert records[-1]["lr"] < 0.05 * peak  # the schedule ran to (nearly) zero within the budget
+    # model.pt is the mean of the weights over the last half of the budget
+    assert (run / "model.pt").read_bytes() == (run / "averages" / "model_tail0.5.pt").read_bytes()
+    assert "model.pt holds the weight average tail0.5" in printed
 
 
 def test_resume_keeps_the_budget(tmp_path, tiny_phantom, capsys, monkeypatch):

@@ -42,7 +42,7 @@ from torch import nn
 from attnseg.config import LossConfig, OptimConfig, RunConfig, TrainConfig, to_dict
 from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError
-from attnseg.io.atomic import atomic_write_text
+from attnseg.io.atomic import atomic_write, atomic_write_text
 from attnseg.losses import DeepSupervisionLoss, build_loss
 from attnseg.models.card import training_card
 from attnseg.models.model_file import read_model_file, save_model
@@ -332,6 +332,11 @@ def build_setup(
         averages = WeightAverages(tc.weight_averages)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if tc.model_weights != "last" and tc.model_weights not in tc.weight_averages:
+        raise ConfigError(
+            f"train.model_weights={tc.model_weights!r}: pass 'last' or one of train.weight_averages "
+            f"({', '.join(tc.weight_averages) or 'none set'})"
+        )
     run_config = to_dict(config)
     return Setup(
         config=config,
@@ -725,6 +730,7 @@ def write_outputs(s: Setup, state: TrainState, session: Session) -> TrainResult:
         plot_training_curves(history, s.run_dir / "training_curve.png")
         _write_model_file(s.model, s.ckpt_dir, model_file, s.extra)
         _write_averages(s.model, s.averages, s.run_dir / "averages", s.extra, s.say)
+        _use_average(s.config.train.model_weights, s.run_dir, model_file, s.say)
         atomic_write_text(s.run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
         s.say(format_summary(summary))
     D.barrier(s.dist)
@@ -755,6 +761,20 @@ def _write_model_file(model: nn.Module, ckpt_dir: Path, path: Path, extra: dict)
             module.load_state_dict(current)
     else:
         save_model(path, module, extra)
+
+
+def _use_average(spec: str, run_dir: Path, model_file: Path, say) -> None:
+    """``train.model_weights=<spec>``: ``model.pt`` becomes that weight average (the last or best
+    weights stay in ``checkpoints/``)."""
+    if spec == "last":
+        return
+    average = run_dir / "averages" / f"model_{spec}.pt"
+    if not average.is_file():  # the run stopped before the average began: model.pt keeps the last weights
+        say(f"train.model_weights={spec}: no average was kept; {model_file.name} holds the last weights")
+        return
+    with atomic_write(model_file, "wb") as handle:
+        handle.write(average.read_bytes())
+    say(f"{model_file.name} holds the weight average {spec}")
 
 
 def _write_averages(model: nn.Module, averages: WeightAverages, folder: Path, extra: dict, say) -> None:
