@@ -115,6 +115,17 @@ PAIRED_METRICS: tuple[str, ...] = (
     "lesion_precision",
 )
 
+#: Per-voxel and per-case rows of the printed table, in order (lesion rows follow them).
+PRINTED_VOXEL_METRICS: tuple[str, ...] = (
+    "dice",
+    "volume_dice",
+    *(
+        m
+        for m in PAIRED_METRICS
+        if m not in ("dice", "n_detected_lesions", "n_small_detected", "lesion_precision")
+    ),
+)
+
 #: Columns of paired.csv, one row per class/region and metric.
 PAIRED_COLUMNS = (
     "target", "metric", "unit", "higher_is_better", "n", "n_nonzero", "mean_a", "mean_b", "mean_diff",
@@ -818,19 +829,7 @@ def format_table(
     for t in targets:
         ra, rb = by[(a, t)], by[(b, t)]
         first = True
-        metrics = (
-            "dice",
-            "volume_dice",
-            "hd95_mm",
-            *NSD_COLUMNS,
-            "hd_mm",
-            "assd_mm",
-            "sensitivity",
-            "fpr",
-            "fp_vox",
-            "n_fp_lesions",
-        )
-        for metric in metrics:
+        for metric in PRINTED_VOXEL_METRICS:
             if metric not in ra:
                 continue
             st = tests.get((t, metric))
