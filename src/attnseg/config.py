@@ -352,7 +352,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides to nested plain data (returns a new dict)."""
-
     data = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)

@@ -411,7 +411,6 @@ def write_phantom_dataset(
     and ``dataset.json``. Case ``i`` depends only on ``(seed, i)``, so more cases extend a set.
     ``phantom.json`` records the settings and every lesion (centre, diameter, labelled voxels).
     """
-
     if layout not in ("brats", "msd"):
         raise ConfigError(f"layout must be 'brats' or 'msd', got {layout!r}")
     if n_cases < 1:

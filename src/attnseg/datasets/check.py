@@ -500,6 +500,5 @@ def check(
     root: str | os.PathLike, layout: str = "auto", *, require_labels: bool = True, workers: int = 1, **options
 ) -> CheckReport:
     """Discover ``root`` and check it. Structural errors (no such folder, bad dataset.json) raise DataError."""
-
     dataset = discover(root, layout, **options)
     return check_dataset(dataset, require_labels=require_labels, workers=workers)

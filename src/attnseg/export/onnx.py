@@ -110,7 +110,6 @@ def build_metadata(model: nn.Module, extra: dict[str, Any] | None = None) -> dic
     ``target_spacing_mm``), ``spacing_mm``, ``channel_names``, ``mirror_axes`` (the axes flipped in
     training, which ``--tta`` mirrors).
     """
-
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise TypeError(
@@ -135,7 +134,6 @@ def metadata_from_model_file(path: str | Path) -> dict[str, Any]:
     """The model file's card as ONNX metadata entries (``attnseg.models.card.ModelCard.to_dict``:
     target, patch size, preprocessing, spacing, channel names, training flips), read with the same
     function predict uses, plus the attnseg version that wrote the model file."""
-
     card = read_model_card(path)
     return {**card.to_dict(), "model_file_version": card.version}
 
@@ -451,7 +449,6 @@ def check_parity(
     what: str = "exported model",
 ) -> ParityReport:
     """Run PyTorch and onnxruntime on ``x``; raise ``ModelFileError`` beyond ``tolerance`` (None: report only)."""
-
     with torch.no_grad():
         reference = model.eval()(x)
         if isinstance(reference, (list, tuple)):

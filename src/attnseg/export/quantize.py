@@ -95,7 +95,6 @@ def calibration_windows(
     z-score inside the non-zero region). Half of the windows (``foreground_fraction``) are centred
     on a labelled voxel so that the tumour's activation range is calibrated too.
     """
-
     dataset = discover(data_root)
     cases = list(dataset.cases)
     if case_ids:

@@ -56,7 +56,6 @@ def _connectivity(ndim: int, connectivity: int | None) -> int:
 
 def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
     """Component ids (0 = off) and the voxel count of each id."""
-
     ids = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity)
     return ids, np.bincount(ids.ravel())
 

@@ -391,7 +391,6 @@ def _files_dataset(root: Path, cases: list, spatial_dims: int):
 def _group_files(files: list[Path], folder: Path, in_channels: int):
     """Plain files -> cases: nnU-Net ``<id>_0000`` groups, else one case per file, or one case of
     ``in_channels`` single-channel files (a case folder) when that is exactly what the folder holds."""
-
     stems = [split_suffix(f.name)[0] for f in files]
     matches = [_CHANNEL_SUFFIX.match(s) for s in stems]
     if files and all(matches):
@@ -417,7 +416,6 @@ def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
     itself (a folder next to it may hold the predictions; the file's own folder may not, see
     ``predict_folder``). Case ids come from the names given, never from a symlink's target.
     """
-
     path = Path(input_path).expanduser()
     if path.is_file():
         if not is_data_file(path):
@@ -523,7 +521,6 @@ def predict_folder(
     case_ids: Iterable[str] | None = None,
 ) -> PredictReport:
     """Predict every case of ``input_path`` into ``out`` (see the module docstring)."""
-
     options = options or PredictOptions()
     started = time.perf_counter()
     out = Path(out).expanduser()
@@ -639,7 +636,6 @@ def _unaccounted(found: list, report: PredictReport, out: Path, spatial_dims: in
 
 def _check_writable(out: Path) -> None:
     """Fail before any prediction when ``out`` cannot be created or written (read-only, no permission)."""
-
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):

@@ -54,7 +54,6 @@ def _is_tiff(path: Path) -> bool:
 
 def _read_tiff(path: Path) -> np.ndarray:
     """A single-page TIFF as (H, W) or (H, W, S), whatever the planar configuration on disk."""
-
     with tifffile.TiffFile(str(path)) as tif:
         series = tif.series[0]
         axes = series.axes

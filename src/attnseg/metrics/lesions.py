@@ -43,7 +43,6 @@ ALLOWED_CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
 
 def connected_components(mask: ArrayLike, connectivity: int | None = None) -> tuple[np.ndarray, int]:
     """Label the connected components of a 2D/3D mask: (labels 0..n with 0 = background, n)."""
-
     m = as_mask(mask)
     if m.ndim not in (2, 3):
         raise ValueError(f"connected components need a 2D or 3D mask, got {m.ndim}D")

@@ -44,7 +44,6 @@ def state_dict_digest(state: dict[str, torch.Tensor]) -> str:
 
 def model_payload(model: nn.Module, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The dict ``save_model`` writes; training checkpoints add their own keys to it."""
-
     config = getattr(model, "config", None)
     if not isinstance(config, ModelConfig):
         raise TypeError(
@@ -128,7 +127,6 @@ def model_from_payload(
 ) -> nn.Module:
     """The model of a payload ``read_model_file`` returned (eval mode), so that a caller that also
     reads the payload's card (``attnseg.models.card.read_model_card``) loads the file once."""
-
     try:
         model = build_model(payload["model_config"])
     except (ConfigError, ValueError, TypeError) as exc:

@@ -69,7 +69,6 @@ def _merge(base: dict, update: dict) -> dict:
 
 def select_split(dataset, config: RunConfig) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...]}`` for ``data.fold`` of the seeded k-fold split or of a file."""
-
     dc = config.data
     counts = Counter(dataset.case_ids)
     repeated = sorted(c for c, n in counts.items() if n > 1)
@@ -157,7 +156,6 @@ def derive_settings(
 def check_masks_trainable(dataset, cases: Sequence[PreparedCase]) -> str | None:
     """Refuse (DataError, one line naming the dataset) masks that decode to background only or whose
     values look like an encoding accident; return the 2D masks' decoding note to say once, if any."""
-
     masks = mask_set_encoding(dataset) if dataset.spatial_dims == 2 else None
     if masks is not None and masks.accident:
         raise DataError(
@@ -196,7 +194,6 @@ def train(
     it (``attnseg.training.budget``). A resumed run keeps the budget it was started with.
     ``started``: ``time.perf_counter()`` when the command began (default: now).
     """
-
     started = time.perf_counter() if started is None else started
     out = Path(out)
     check_writable(out)  # a read-only --out fails now, not after loading the data

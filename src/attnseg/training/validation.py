@@ -49,7 +49,6 @@ def predict_logits(
 
 def dice_per_channel(pred: np.ndarray, truth: np.ndarray) -> list[float]:
     """Dice per channel of binary ``(M, *spatial)`` masks; 1.0 when both are empty."""
-
     return [float(dice(p, t)) for p, t in zip(pred, truth)]
 
 

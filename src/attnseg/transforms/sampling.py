@@ -141,7 +141,6 @@ def voxel_weight_map(
     voxels on a boundary), as in U-Net's weight map (Ronneberger et al. 2015) for semantic labels.
     Values not in ``classes`` get weight 0.
     """
-
     label = np.asarray(label)
     lut_keys = np.asarray(list(classes))
     weights = np.asarray(weights, dtype=np.float32)

@@ -676,7 +676,6 @@ def case_figure(
 
 def figure_png(fig, dpi: int = 100) -> bytes:
     """The figure as PNG bytes (closes it)."""
-
     plt = _pyplot()
     buf = io.BytesIO()
     try:
@@ -688,7 +687,6 @@ def figure_png(fig, dpi: int = 100) -> bytes:
 
 def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
     """Write the figure as PNG atomically (closes it). Size: ``fig.get_size_inches() * dpi`` pixels."""
-
     path = Path(path)
     data = figure_png(fig, dpi)
     with atomic_write(path, "wb") as handle:

@@ -85,7 +85,6 @@ def load_model_bundle(path: str | Path, device: str | torch.device = "cpu") -> M
     :func:`attnseg.models.card.read_model_card` as ``attnseg predict`` and ``attnseg export``; a
     default patch size is dropped (small cases then run as one whole-volume forward).
     """
-
     path = Path(path)
     if path.is_dir():
         found = next((path / n for n in MODEL_FILE_NAMES if (path / n).is_file()), None)
@@ -206,7 +205,6 @@ def prepare_image(
 ) -> tuple[np.ndarray, np.ndarray | None, tuple[float, ...]]:
     """Resample and normalise exactly as training did (:func:`attnseg.transforms.preprocess.preprocess`);
     ``preprocess`` is a ``PreprocessConfig`` as a dict (default: z-score inside the non-zero region)."""
-
     config = from_dict(PreprocessConfig, dict(preprocess or {}), "preprocess")
     classes = sorted(int(v) for v in np.unique(label)) if label is not None else None
     return preprocess_case(image, label, spacing_mm, config, classes=classes, case_id=case_id)
@@ -311,7 +309,6 @@ def _dice_per_target(
     pred: np.ndarray, truth: np.ndarray, class_names: Mapping[int, str], scheme: LabelScheme | None
 ) -> dict[str, float]:
     """Dice per region (region models: WT/TC/ET as label sets) or per label value present."""
-
     if scheme and scheme.kind == "regions":
         return {
             name: float(dice(np.isin(pred, values), np.isin(truth, values)))
@@ -639,7 +636,6 @@ def case_figure_maker(
     Without: the first channel, the truth and the prediction read from ``pred_dir``. A case that
     cannot be drawn (missing file, other grid) gives None and the report says so.
     """
-
     if data is None:
         return None
     bundle = model if isinstance(model, ModelBundle) or model is None else load_model_bundle(model, device)
