@@ -112,6 +112,7 @@ def test_train_cli_init_fine_tunes_and_records_it(tmp_path, tiny_phantom, capsys
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["encoder_frozen"] for r in history] == [True, False, False]
     assert load_model(run / "model.pt").out_channels == 3
+    assert json.loads((run / "summary.json").read_text())["init"] == str(tmp_path / "old.pt")
 
     # --init only starts a run: with --resume it is refused; a plain resume continues from the checkpoint
     assert (

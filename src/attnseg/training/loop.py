@@ -739,6 +739,8 @@ def write_outputs(s: Setup, state: TrainState, session: Session) -> TrainResult:
         "skipped_batches": state.skipped_batches,
         "model_file": str(model_file),
     }
+    if s.config.train.init:  # fine-tuned: what from is in RUN/init.json
+        summary["init"] = s.config.train.init
     if s.dist.is_main:
         plot_training_curves(history, s.run_dir / "training_curve.png")
         _write_model_file(s.model, s.ckpt_dir, model_file, s.extra)
