@@ -57,6 +57,13 @@ def test_a_fine_tuned_model_with_a_new_head_loads_and_trains(tmp_path, cases, ma
     assert loaded.out_channels == 3
     assert loaded(torch.zeros(1, 1, 16, 16)).shape == (1, 3, 16, 16)
 
+    # a training checkpoint is a model file too: back to 2 classes from the fine-tuned run's last.pt
+    back = build_model(make_config().model)
+    checkpoint = read_model_file(tmp_path / "run" / "checkpoints" / "last.pt")
+    record = init_weights(back, checkpoint, make_config(), tmp_path / "back", None)
+    assert sorted(record["replaced"]) == ["head.bias", "head.weight"] and len(record["loaded"]) == len(body)
+    assert all(torch.equal(back.state_dict()[k], model.state_dict()[k]) for k in body)
+
 
 def test_the_encoder_is_frozen_for_its_epochs_then_trains(tmp_path, cases, target, make_config):
     train, val = cases
