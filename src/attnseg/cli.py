@@ -346,6 +346,20 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     _add_set_option(p, "override one setting, e.g. --set optim.lr=3e-4 --set train.epochs=100 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
     p.add_argument(
+        "--init",
+        metavar="MODEL.pt",
+        default=None,
+        help="start from this model file's weights where names and shapes match (fine-tuning): a new head "
+        "for other classes, an adapted first convolution for other channels; written to RUN/init.json",
+    )
+    p.add_argument(
+        "--freeze",
+        action="append",
+        default=[],
+        metavar="PART[:EPOCHS]",
+        help="freeze encoder or gates for the first EPOCHS epochs (default 5), e.g. --freeze encoder:3 (repeatable)",
+    )
+    p.add_argument(
         "--minutes",
         type=float,
         default=None,
@@ -364,6 +378,8 @@ def _train_run(args: argparse.Namespace) -> int:
         config_file=args.config,
         overrides=args.overrides,
         resume=args.resume,
+        init=args.init,
+        freeze=args.freeze,
         minutes=args.minutes,
         started=args.started,
     )

@@ -166,7 +166,11 @@ class TrainConfig:
     An epoch is ``iters_per_epoch`` optimiser steps (0 = one pass over the training cases).
     ``precision``: ``"auto"`` (bf16 autocast on CPUs and GPUs that support it, else fp16 with a
     GradScaler on CUDA, else fp32), ``"bf16"``, ``"fp16"`` (CUDA only) or ``"fp32"``.
-    ``freeze_gates_epochs``: attention-gate weights are frozen for the first N epochs.
+    ``freeze_gates_epochs``: attention-gate weights are frozen for the first N epochs;
+    ``freeze_encoder_epochs``: the encoder's (``model.encoder``, bottleneck included) likewise.
+    ``init``: a model file (or training checkpoint) whose weights a fresh run starts from, where
+    names and shapes match; a new head for other classes, an adapted first convolution for other
+    channels (``attnseg.models.transfer``); a resumed run ignores it (its checkpoint has the weights).
     ``multiscale``: ``[low, high]`` patch scale range drawn per batch (sizes stay multiples of the
     network stride), or None. Deep supervision is ``model.deep_supervision``.
     ``val_every``: validate on whole volumes every K epochs (0 = never); the best checkpoint is the
@@ -194,6 +198,8 @@ class TrainConfig:
     precision: str = "auto"
     threads: int = 0
     freeze_gates_epochs: int = 0
+    freeze_encoder_epochs: int = 0
+    init: str | None = None
     multiscale: tuple[float, ...] | None = None
     val_every: int = 1
     val_overlap: float = 0.5

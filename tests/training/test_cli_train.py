@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from attnseg.cli import main
+from attnseg.config import ModelConfig
+from attnseg.models import build_model, load_model
+from attnseg.models.model_file import save_model
 
 TINY = [
     "--set", "model.features=[4,8,16]",
@@ -75,3 +79,67 @@ def test_train_progress_off_a_terminal_is_one_line_per_epoch(tmp_path, tiny_phan
     epoch_lines = [line for line in err.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in epoch_lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert all(": loss " in line for line in epoch_lines)
+
+
+# --- fine-tuning: --init MODEL.pt, --freeze encoder (tests/training/test_init.py: the parts) -----------
+def _source_file(path, **options):
+    """A model file for the phantom (3D, 4 channels) with 2 outputs (the phantom trains 3 regions)."""
+    torch.manual_seed(3)
+    config = {**dict(spatial_dims=3, in_channels=4, out_channels=2, features=(4, 8, 16)), **options}
+    model = build_model(ModelConfig(**config))
+    save_model(path, model)
+    return model
+
+
+def test_train_cli_init_fine_tunes_and_records_it(tmp_path, tiny_phantom, capsys):
+    old = _source_file(tmp_path / "old.pt")
+    run = tmp_path / "run"
+    args = ["train", str(tiny_phantom), "--out", str(run), *TINY, "--init", str(tmp_path / "old.pt")]
+    assert main([*args, "--freeze", "encoder:1"]) == 0
+    printed = capsys.readouterr().out
+    assert f"init from {tmp_path / 'old.pt'}: " in printed and "new head (2 -> 3 output channels" in printed
+    assert "frozen: encoder for epochs 1-1" in printed
+    assert "encoder frozen for epochs 1-1" in printed and "encoder unfrozen at epoch 2" in printed
+    record = json.loads((run / "init.json").read_text())
+    assert sorted(record["replaced"]) == ["head.bias", "head.weight"]
+    assert len(record["loaded"]) == len(old.state_dict()) - 2
+    assert record["frozen"] == {"encoder_epochs": 1, "gates_epochs": 0}
+    assert record["source_model_config"]["out_channels"] == 2
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert (
+        config["train"]["init"] == str(tmp_path / "old.pt") and config["train"]["freeze_encoder_epochs"] == 1
+    )
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["encoder_frozen"] for r in history] == [True, False, False]
+    assert load_model(run / "model.pt").out_channels == 3
+    assert json.loads((run / "summary.json").read_text())["init"] == str(tmp_path / "old.pt")
+
+    # --init only starts a run: with --resume it is refused; a plain resume continues from the checkpoint
+    assert (
+        main(["train", str(tiny_phantom), "--out", str(run), "--resume", "--init", str(tmp_path / "old.pt")])
+        == 2
+    )
+    assert "drop --init" in capsys.readouterr().err
+    init_json = (run / "init.json").read_text()
+    assert main(["train", str(tiny_phantom), "--out", str(run), "--resume", "--set", "train.epochs=4"]) == 0
+    assert "init from" not in capsys.readouterr().out
+    assert (run / "init.json").read_text() == init_json
+
+
+def test_train_cli_init_refuses_an_incompatible_or_missing_model_in_one_line(tmp_path, tiny_phantom, capsys):
+    _source_file(tmp_path / "wide.pt", features=(8, 16, 32))
+    code = main(
+        ["train", str(tiny_phantom), "--out", str(tmp_path / "r"), *TINY, "--init", str(tmp_path / "wide.pt")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"attnseg train: error: {tmp_path / 'wide.pt'}: model.features=[8, 16, 32]")
+    assert "--set model.features=[8,16,32]" in err and "\n" not in err
+
+    code = main(
+        ["train", str(tiny_phantom), "--out", str(tmp_path / "s"), *TINY, "--init", str(tmp_path / "no.pt")]
+    )
+    assert code == 2
+    assert (
+        capsys.readouterr().err.strip() == f"attnseg train: error: {tmp_path / 'no.pt'}: model file not found"
+    )

@@ -4,6 +4,7 @@ from attnseg.models.blocks import AttentionGate, ConvBlock, ConvNormAct, UpSampl
 from attnseg.models.card import ModelCard, read_model_card, training_card
 from attnseg.models.model_file import load_model, model_from_payload, read_model_file, save_model
 from attnseg.models.registry import available_models, build_model, register_model
+from attnseg.models.transfer import TransferReport, transfer_weights
 from attnseg.models.unet import AttentionUNet, UNet
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "ConvBlock",
     "ConvNormAct",
     "ModelCard",
+    "TransferReport",
     "UNet",
     "UpSample",
     "available_models",
@@ -23,4 +25,5 @@ __all__ = [
     "register_model",
     "save_model",
     "training_card",
+    "transfer_weights",
 ]

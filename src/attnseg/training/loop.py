@@ -15,7 +15,8 @@ function over three objects,
   Dice, counters), so a resumed run starts from ``TrainState.from_checkpoint``;
 - ``Session``: this call's clock, progress bar, TensorBoard writer and DDP wrapper.
 
-Per epoch: ``freeze_gates`` (``train.freeze_gates_epochs``; re-wraps DDP when it changes),
+Per epoch: ``freeze_parts`` (``train.freeze_gates_epochs``, ``train.freeze_encoder_epochs``; re-wraps
+DDP when it changes),
 ``run_epoch`` (``train_step`` of ``attnseg.training.step`` per iteration: accumulation, the NaN
 policy, clipping, the fp16 scaler; weight averages; the time limit), ``epoch_record``,
 ``validate_and_track_best``, ``save_checkpoints``, ``report_epoch`` (metrics, curves, TensorBoard,
@@ -128,13 +129,18 @@ def build_training_loss(config: LossConfig, target: LabelScheme, deep_supervisio
     return loss
 
 
-def set_gates_frozen(model: nn.Module, frozen: bool) -> bool:
-    """Freeze or unfreeze ``model.gates``; returns True when something changed."""
-    gates = getattr(model, "gates", None)
-    if gates is None or len(gates) == 0:
+FREEZABLE = ("gates", "encoder")  # model.gates, model.encoder: train.freeze_<part>_epochs
+
+
+def set_frozen(model: nn.Module, part: str, frozen: bool) -> bool:
+    """Freeze or unfreeze ``model.<part>`` (``gates`` or ``encoder``); returns True when something
+    changed. Frozen weights get no gradient (no weight decay either); batch-norm statistics of a
+    frozen part still follow the data in training mode."""
+    modules = getattr(model, part, None)
+    if modules is None or len(modules) == 0:
         return False
     changed = False
-    for p in gates.parameters():
+    for p in modules.parameters():
         if p.requires_grad == frozen:
             p.requires_grad_(not frozen)
             changed = True
@@ -269,7 +275,7 @@ class Session:
     epochs: int = 0  # epochs done in this session
     stopped: str = "completed"
     net: nn.Module | None = None  # the model, or its DDP wrapper over the parameters that train
-    gates_frozen: bool | None = None
+    frozen: dict[str, bool] | None = None  # part (FREEZABLE) -> frozen in the current epoch
 
     @property
     def over(self) -> bool:
@@ -452,20 +458,25 @@ def start_session(s: Setup, state: TrainState, stop_after_epochs: int | None) ->
 
 
 # --- one epoch ------------------------------------------------------------------------------------------
-def freeze_gates(s: Setup, session: Session, epoch: int) -> None:
-    """Attention gates frozen for the first ``train.freeze_gates_epochs``; DDP re-wraps on a change
-    (it reduces only the parameters that require grad when it is built)."""
-    n = s.config.train.freeze_gates_epochs
-    frozen = epoch < n
-    if session.gates_frozen is not None and frozen == session.gates_frozen:
+def freeze_parts(s: Setup, session: Session, epoch: int) -> None:
+    """Attention gates frozen for the first ``train.freeze_gates_epochs``, the encoder for the first
+    ``train.freeze_encoder_epochs``; DDP re-wraps on a change (it reduces only the parameters that
+    require grad when it is built)."""
+    tc = s.config.train
+    epochs = {part: getattr(tc, f"freeze_{part}_epochs") for part in FREEZABLE}
+    frozen = {part: epoch < n for part, n in epochs.items()}
+    if session.frozen is not None and frozen == session.frozen:
         return
-    set_gates_frozen(s.model, frozen)
+    for part, value in frozen.items():
+        set_frozen(s.model, part, value)
     session.net = D.wrap_model(s.model, s.dist, s.device)
-    session.gates_frozen = frozen
-    if frozen and epoch == session.start_epoch:
-        s.say(f"attention gates frozen for epochs 1-{n}")
-    elif not frozen and epoch > 0 and epoch == n:
-        s.say(f"attention gates unfrozen at epoch {epoch + 1}")
+    for part, n in epochs.items():
+        label = "attention gates" if part == "gates" else part
+        if frozen[part] and (session.frozen is None or not session.frozen[part]):
+            s.say(f"{label} frozen for epochs 1-{n}")
+        elif not frozen[part] and epoch > 0 and epoch == n:
+            s.say(f"{label} unfrozen at epoch {epoch + 1}")
+    session.frozen = frozen
 
 
 @dataclass
@@ -543,7 +554,7 @@ def show_step(s: Setup, session: Session, steps: EpochSteps, epoch: int, iterati
 
 
 # --- the end of an epoch --------------------------------------------------------------------------------
-def epoch_record(s: Setup, state: TrainState, steps: EpochSteps, epoch: int, gates_frozen: bool) -> dict:
+def epoch_record(s: Setup, state: TrainState, steps: EpochSteps, epoch: int, frozen: dict[str, bool]) -> dict:
     """The epoch's line of metrics.jsonl, before validation (the mean loss over all ranks)."""
     losses = steps.losses
     train_loss = D.mean_over_ranks(sum(losses) / len(losses), s.dist, s.device) if losses else float("nan")
@@ -557,7 +568,9 @@ def epoch_record(s: Setup, state: TrainState, steps: EpochSteps, epoch: int, gat
         record[f"train_{name}"] = sum(values) / len(values)
     if steps.skipped:
         record["skipped_batches"] = steps.skipped
-    record["gates_frozen"] = bool(gates_frozen)
+    record["gates_frozen"] = bool(frozen["gates"])
+    if s.config.train.freeze_encoder_epochs > 0:
+        record["encoder_frozen"] = bool(frozen["encoder"])
     return record
 
 
@@ -679,10 +692,10 @@ def fit(
     session = start_session(s, state, stop_after_epochs)
     try:
         for epoch in range(state.epoch, tc.epochs):
-            freeze_gates(s, session, epoch)
+            freeze_parts(s, session, epoch)
             steps = run_epoch(s, state, session, epoch)
             session.epochs += 1
-            record = epoch_record(s, state, steps, epoch, session.gates_frozen)
+            record = epoch_record(s, state, steps, epoch, session.frozen)
             last = epoch + 1 == tc.epochs or steps.time_up or session.over
             validated = validation_due(epoch + 1, tc, has_cases=bool(val_cases), last=last)
             improved = validated and s.dist.is_main and validate_and_track_best(s, state, record)
@@ -726,6 +739,8 @@ def write_outputs(s: Setup, state: TrainState, session: Session) -> TrainResult:
         "skipped_batches": state.skipped_batches,
         "model_file": str(model_file),
     }
+    if s.config.train.init:  # fine-tuned: what from is in RUN/init.json
+        summary["init"] = s.config.train.init
     if s.dist.is_main:
         plot_training_curves(history, s.run_dir / "training_curve.png")
         _write_model_file(s.model, s.ckpt_dir, model_file, s.extra)

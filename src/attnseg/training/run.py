@@ -11,6 +11,7 @@ Run folder::
     RUN/checkpoints/last.pt  end of the last epoch (resume from here)
     RUN/checkpoints/best.pt  best mean validation Dice
     RUN/model.pt             best weights as a plain model file (attnseg.load_model)
+    RUN/init.json            with train.init: what was loaded, replaced, adapted and frozen
     RUN/metrics.jsonl, RUN/metrics.csv, RUN/training_curve.png, RUN/summary.json
 """
 
@@ -35,7 +36,9 @@ from attnseg.datasets.masks2d import mask_set_encoding
 from attnseg.datasets.splits import load_splits, make_dataset_splits
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text, check_writable
+from attnseg.models.model_file import read_model_file
 from attnseg.models.registry import build_model
+from attnseg.models.transfer import transfer_weights
 from attnseg.training import distributed as D
 from attnseg.training.budget import budget_defaults, explicit_keys, plan_for_budget
 from attnseg.training.loop import TrainResult, fit
@@ -176,6 +179,53 @@ def _infer_labels(cases: Sequence[PreparedCase]) -> dict[str, int]:
     return {("background" if v == 0 else f"label_{v}"): v for v in values}
 
 
+FREEZE_EPOCHS = 5  # `--freeze encoder` without a number of epochs
+
+
+def freeze_overrides(specs: Sequence[str]) -> list[str]:
+    """``--freeze PART[:EPOCHS]`` (PART ``encoder`` or ``gates``; EPOCHS default ``FREEZE_EPOCHS``) as
+    ``train.freeze_<part>_epochs=N`` overrides, e.g. ``["encoder:3"] -> ["train.freeze_encoder_epochs=3"]``."""
+    out = []
+    for spec in specs:
+        part, _, epochs = str(spec).partition(":")
+        if part not in ("encoder", "gates") or not (epochs == "" or epochs.isdigit()):
+            raise ConfigError(
+                f"--freeze {spec}: pass encoder or gates, optionally with :EPOCHS (e.g. encoder:3)"
+            )
+        out.append(f"train.freeze_{part}_epochs={int(epochs) if epochs else FREEZE_EPOCHS}")
+    return out
+
+
+def init_weights(
+    model: torch.nn.Module,
+    payload: dict[str, Any],
+    config: RunConfig,
+    out: Path,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """``train.init``: the file's weights into ``model`` (``attnseg.models.transfer``); print what was
+    loaded, replaced, adapted and frozen and write it to ``RUN/init.json`` (``log``: rank 0 only)."""
+    source = str(config.train.init)
+    report = transfer_weights(model, payload["state_dict"], payload["model_config"], source=source)
+    tc = config.train
+    frozen = {"encoder_epochs": tc.freeze_encoder_epochs, "gates_epochs": tc.freeze_gates_epochs}
+    record = {
+        **report.to_dict(),
+        "source_resolved": str(Path(source).resolve()),
+        "source_state_dict_sha256": payload.get("state_dict_sha256"),
+        "source_model_config": payload["model_config"],
+        "frozen": frozen,
+    }
+    if log is not None:
+        log(report.describe())
+        held = [f"{part} for epochs 1-{n}" for part, n in (("encoder", tc.freeze_encoder_epochs),
+                ("attention gates", tc.freeze_gates_epochs)) if n > 0]  # fmt: skip
+        if held:
+            log("frozen: " + ", ".join(held))
+        atomic_write_text(out / "init.json", json.dumps(record, indent=1) + "\n")
+    return record
+
+
 def train(
     data_root: str | Path,
     out: str | Path,
@@ -183,6 +233,8 @@ def train(
     config_file: str | Path | None = None,
     overrides: Sequence[str] = (),
     resume: bool = False,
+    init: str | Path | None = None,
+    freeze: Sequence[str] = (),
     minutes: float | None = None,
     started: float | None = None,
     stop_after_epochs: int | None = None,
@@ -193,8 +245,15 @@ def train(
     ``minutes``: a wall-clock budget for the whole command; what the user did not set is chosen for
     it (``attnseg.training.budget``). A resumed run keeps the budget it was started with.
     ``started``: ``time.perf_counter()`` when the command began (default: now).
+    ``init``: a model file whose weights a fresh run starts from (``train.init``; ``init_weights``).
+    ``freeze``: ``--freeze PART[:EPOCHS]`` specs (``freeze_overrides``).
     """
     started = time.perf_counter() if started is None else started
+    if init is not None and resume:
+        raise ConfigError(
+            f"--init {init} with --resume: a resumed run continues from its checkpoint; drop --init"
+        )
+    overrides = [*overrides, *freeze_overrides(freeze)]
     out = Path(out)
     check_writable(out)  # a read-only --out fails now, not after loading the data
     last = out / "checkpoints" / "last.pt"
@@ -221,6 +280,11 @@ def train(
             raise ConfigError(str(exc)) from None
         config = load_run_config(config_file, overrides, base=base)
 
+    if init is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, init=str(init)))
+    # a fresh run reads its --init file before the data (a wrong path fails at once); a resumed run
+    # has the weights in its checkpoint
+    init = read_model_file(config.train.init) if config.train.init and not resume else None
     device_type = "cuda" if (config.train.device in ("auto", "cuda") and torch.cuda.is_available()) else "cpu"
     dist = D.init_from_env(device_type)
     dataset = discover(data_root, config.data.layout)
@@ -270,6 +334,8 @@ def train(
 
     torch.manual_seed(config.train.seed)
     model = build_model(config.model)
+    if init is not None:
+        init_weights(model, init, config, out, log if dist.is_main else None)
     try:
         return fit(
             model,
