@@ -226,6 +226,55 @@ def init_weights(
     return record
 
 
+def _load_config(
+    out: Path, config_file: str | Path | None, overrides: Sequence[str], resume: bool, minutes: float | None
+) -> RunConfig:
+    """The run's settings: a resumed run's saved ``config.yaml`` (its budget kept), or a fresh run's
+    defaults (``budget_defaults`` with ``--minutes``) with the user's file and ``--set`` on top."""
+    last = out / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise ConfigError(
+                f"{out}: nothing to resume (no checkpoints/last.pt); drop --resume to start a run"
+            )
+        saved = load_yaml(out / "config.yaml")
+        config = load_run_config(config_file, overrides, base=_merge(to_dict(RunConfig()), saved))
+        kept = config.train.budget_minutes
+        if minutes is not None and (kept is None or abs(float(kept) - float(minutes)) > 1e-9):
+            raise ConfigError(
+                f"{out}: --minutes {minutes:g} with --resume, but the run was started with "
+                + (f"--minutes {kept:g}" if kept is not None else "no budget")
+                + "; --resume continues a run with its own budget (drop --minutes)"
+            )
+    else:
+        if last.is_file():
+            raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or another --out")
+        try:
+            base = None if minutes is None else _merge(to_dict(RunConfig()), budget_defaults(minutes))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        config = load_run_config(config_file, overrides, base=base)
+    return config
+
+
+def _write_run_files(
+    out: Path, data_root, dataset, split: dict, config: RunConfig, derived: dict, mask_note, log
+) -> None:
+    """Say what the data gave, then write ``config.yaml``, ``split.json`` and ``derived.json``."""
+    log(
+        f"data: {dataset.root} ({dataset.layout}, {len(dataset)} cases: {len(split['train'])} train, "
+        f"{len(split['val'])} val); channels {', '.join(dataset.channel_names) or derived['in_channels']}"
+    )
+    log("derived from the data: " + ", ".join(f"{k}={v}" for k, v in derived.items()))
+    if mask_note:
+        log(f"note: {mask_note}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(out / "config.yaml", config)
+    payload = {"data": str(Path(data_root).resolve()), "fold": config.data.fold, **split}
+    atomic_write_text(out / "split.json", json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(out / "derived.json", json.dumps(derived, indent=1) + "\n")
+
+
 def train(
     data_root: str | Path,
     out: str | Path,
@@ -257,28 +306,7 @@ def train(
     out = Path(out)
     check_writable(out)  # a read-only --out fails now, not after loading the data
     last = out / "checkpoints" / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise ConfigError(
-                f"{out}: nothing to resume (no checkpoints/last.pt); drop --resume to start a run"
-            )
-        saved = load_yaml(out / "config.yaml")
-        config = load_run_config(config_file, overrides, base=_merge(to_dict(RunConfig()), saved))
-        kept = config.train.budget_minutes
-        if minutes is not None and (kept is None or abs(float(kept) - float(minutes)) > 1e-9):
-            raise ConfigError(
-                f"{out}: --minutes {minutes:g} with --resume, but the run was started with "
-                + (f"--minutes {kept:g}" if kept is not None else "no budget")
-                + "; --resume continues a run with its own budget (drop --minutes)"
-            )
-    else:
-        if last.is_file():
-            raise ConfigError(f"{out}: already holds a run; pass --resume to continue it, or another --out")
-        try:
-            base = None if minutes is None else _merge(to_dict(RunConfig()), budget_defaults(minutes))
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        config = load_run_config(config_file, overrides, base=base)
+    config = _load_config(out, config_file, overrides, resume, minutes)
 
     if init is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, init=str(init)))
@@ -318,18 +346,7 @@ def train(
         derived["budget"] = dataclasses.asdict(plan)
 
     if dist.is_main:
-        log(
-            f"data: {dataset.root} ({dataset.layout}, {len(dataset)} cases: {len(split['train'])} train, "
-            f"{len(split['val'])} val); channels {', '.join(dataset.channel_names) or derived['in_channels']}"
-        )
-        log("derived from the data: " + ", ".join(f"{k}={v}" for k, v in derived.items()))
-        if mask_note:
-            log(f"note: {mask_note}")
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(out / "config.yaml", config)
-        payload = {"data": str(Path(data_root).resolve()), "fold": config.data.fold, **split}
-        atomic_write_text(out / "split.json", json.dumps(payload, indent=1) + "\n")
-        atomic_write_text(out / "derived.json", json.dumps(derived, indent=1) + "\n")
+        _write_run_files(out, data_root, dataset, split, config, derived, mask_note, log)
     D.barrier(dist)
 
     torch.manual_seed(config.train.seed)
