@@ -17,8 +17,16 @@ from PIL import Image
 from attnseg.cli import main
 from attnseg.config import PreprocessConfig
 from attnseg.datasets.label_scheme import LabelScheme
+from attnseg.errors import ConfigError
 from attnseg.inference import predict as predict_module
-from attnseg.inference.predict import InferenceSettings, LoadedModel, find_cases, predict_folder
+from attnseg.inference.predict import (
+    InferenceSettings,
+    LoadedModel,
+    PredictOptions,
+    find_cases,
+    predict_case,
+    predict_folder,
+)
 from attnseg.models import AttentionUNet, save_model
 
 EYE = np.eye(4)
@@ -197,3 +205,11 @@ def test_fewer_outputs_than_cases_is_a_failure(tmp_path, model_file, capsys, mon
     assert all("was not written" in why for _, why in report.failed)
     assert main(["predict", str(model_file), str(root / "imagesTr"), str(tmp_path / "pred3"), "--quiet"]) == 1
     assert "failed cases: a, b" in capsys.readouterr().err
+
+
+def test_bf16_on_mps_is_refused_before_any_window():
+    model = threshold_model()
+    on_mps = LoadedModel(model.predictor, model.settings, device=torch.device("mps"))
+    image = np.random.default_rng(0).normal(size=(1, 8, 8, 8)).astype(np.float32)
+    with pytest.raises(ConfigError, match="--bf16 on mps"):
+        predict_case(on_mps, image, (1.0, 1.0, 1.0), PredictOptions(autocast=True))

@@ -49,6 +49,7 @@ from attnseg.datasets.base import (
 )
 from attnseg.datasets.brats import naming_of
 from attnseg.datasets.label_scheme import ATTNSEG_PAINT_RULE, LabelScheme
+from attnseg.devices import auto_device_type
 from attnseg.errors import ConfigError, DataError
 from attnseg.export.runtime import OnnxPredictor
 from attnseg.inference.postprocess import postprocess_components, probabilities_from_logits
@@ -183,9 +184,7 @@ def load_for_inference(
     or an in-memory model built with ``attnseg.build_model`` (default settings), ready to predict."""
     if isinstance(model, LoadedModel):
         return model
-    device = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    device = torch.device(auto_device_type() if device == "auto" else device)
     if isinstance(model, torch.nn.Module):
         payload = {"model_config": to_dict(model.config)} if hasattr(model, "config") else {}
         module = model.to(device).eval()
@@ -338,6 +337,8 @@ def predict_case(
     work, _, _ = preprocess(np.ascontiguousarray(cropped), None, spacing, pre, case_id=case_id)
 
     patch = tuple(options.patch_size) if options.patch_size else s.patch_size
+    if options.autocast and model.device.type == "mps":
+        raise ConfigError("--bf16 on mps is not supported by attnseg yet (untested); drop --bf16")
     logits = sliding_window_inference(
         work,
         model.predictor,

@@ -11,15 +11,17 @@ from dataclasses import dataclass
 
 import torch
 
+from attnseg.devices import auto_device_type, mps_available
 from attnseg.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"``: the process's CUDA device when CUDA is available, else the CPU."""
+    """``"auto"``: the process's CUDA device when CUDA is available, else ``mps`` on Apple silicon,
+    else the CPU (``attnseg.devices.auto_device_type``)."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = auto_device_type()
     if name == "cuda":
         name = f"cuda:{local_rank}"
     try:
@@ -28,6 +30,10 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         raise ConfigError(f"train.device={name!r} is not a torch device; pass auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device asks for CUDA but torch sees no GPU; pass train.device=cpu")
+    if device.type == "mps" and not mps_available():
+        raise ConfigError(
+            "train.device=mps but torch offers no Apple Metal (mps) device; pass train.device=cpu"
+        )
     return device
 
 
@@ -51,6 +57,12 @@ def resolve_precision(name: str, device: torch.device) -> str:
         if name == "bf16" and not bf16:
             raise ConfigError("train.precision=bf16 but this GPU has no bf16 support; use fp16 or fp32")
         return name
+    if device.type == "mps":
+        if name in ("bf16", "fp16"):
+            raise ConfigError(
+                f"train.precision={name} on mps is not supported by attnseg yet (untested); use fp32"
+            )
+        return "fp32"
     if name == "fp16":
         raise ConfigError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
     if name == "auto":
