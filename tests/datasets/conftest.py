@@ -162,3 +162,24 @@ def slices_root(tmp_path):
             tifffile.imwrite(folder / f"{patient}_{s}_mask.tif", mask)
     (root / "data.csv").write_text("Patient\n")
     return root
+
+
+NESTED_REGIONS = {"whole_tumor": [1, 2, 3, 4], "tumor_core": [1, 2, 3], "enhancing_tumor": [1]}
+
+
+def write_nnunet_regions(root: Path, class_order=None) -> Path:
+    """A one-case nnU-Net v2 folder with nested BraTS-PED-like regions (optionally a regions_class_order)."""
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    label = np.zeros((4, 4, 3), np.uint8)
+    label[1:3, 1:3, 1] = [[4, 3], [1, 2]]
+    nib.save(
+        nib.Nifti1Image(np.ones((4, 4, 3), np.float32), np.eye(4)), str(root / "imagesTr" / "a_0000.nii.gz")
+    )
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / "labelsTr" / "a.nii.gz"))
+    labels = {"background": 0, **{k: v if len(v) > 1 else v[0] for k, v in NESTED_REGIONS.items()}}
+    spec = {"channel_names": {"0": "T2"}, "labels": labels, "numTraining": 1, "file_ending": ".nii.gz"}
+    if class_order is not None:
+        spec["regions_class_order"] = class_order
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root

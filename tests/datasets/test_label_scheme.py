@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ from attnseg.datasets import discover
 from attnseg.datasets.label_scheme import ATTNSEG_PAINT_RULE, LabelScheme
 from attnseg.datasets.regions import brats_regions, labels_to_regions
 from attnseg.errors import ConfigError, DataError
+from conftest import write_nnunet_regions
 
 BRATS = LabelScheme.from_labels(
     {"background": 0, "NCR": 1, "ED": 2, "ET": 4}, brats_regions(2017)
@@ -179,25 +179,8 @@ def test_attnsegs_own_rule_when_the_dataset_declares_no_order():
     assert ped.decode(logits_of(nested_masks())).tolist() == [0, 4, 2, 2, 1, 1]
 
 
-def write_nnunet(root, class_order=None):
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    label = np.zeros((4, 4, 3), np.uint8)
-    label[1:3, 1:3, 1] = [[4, 3], [1, 2]]
-    nib.save(
-        nib.Nifti1Image(np.ones((4, 4, 3), np.float32), np.eye(4)), str(root / "imagesTr" / "a_0000.nii.gz")
-    )
-    nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / "labelsTr" / "a.nii.gz"))
-    labels = {"background": 0, **{k: v if len(v) > 1 else v[0] for k, v in PED.items()}}
-    spec = {"channel_names": {"0": "T2"}, "labels": labels, "numTraining": 1, "file_ending": ".nii.gz"}
-    if class_order is not None:
-        spec["regions_class_order"] = class_order
-    (root / "dataset.json").write_text(json.dumps(spec))
-    return root
-
-
 def test_nnunet_regions_class_order_paints_the_listed_values_in_the_listed_order(tmp_path):
-    ds = discover(write_nnunet(tmp_path / "ds", [4, 3, 1]))
+    ds = discover(write_nnunet_regions(tmp_path / "ds", [4, 3, 1]))
     scheme = LabelScheme.from_labels(ds.labels, ds.regions, paint_order=ds.info.get("region_paint_order"))
     assert (
         scheme.painting

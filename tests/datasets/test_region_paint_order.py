@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from attnseg.datasets import LabelScheme, discover
 from attnseg.datasets.regions import class_order_paint, regions_to_labels
 from attnseg.errors import DataError
+from conftest import write_nnunet_regions
 
 # BraTS-PED style: 1 ET, 2 non-enhancing, 3 cystic, 4 edema
 REGIONS = {"whole_tumor": [1, 2, 3, 4], "tumor_core": [1, 2, 3], "enhancing_tumor": [1]}
@@ -51,27 +50,8 @@ def test_a_class_order_that_does_not_fit_is_refused(class_order, words):
     assert words in str(info.value)
 
 
-def write_dataset(root, class_order=None):
-    import nibabel as nib
-
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    label = np.zeros((4, 4, 3), np.uint8)
-    label[1:3, 1:3, 1] = [[4, 3], [1, 2]]
-    nib.save(
-        nib.Nifti1Image(np.ones((4, 4, 3), np.float32), np.eye(4)), str(root / "imagesTr" / "a_0000.nii.gz")
-    )
-    nib.save(nib.Nifti1Image(label, np.eye(4)), str(root / "labelsTr" / "a.nii.gz"))
-    labels = {"background": 0, **{k: v if len(v) > 1 else v[0] for k, v in REGIONS.items()}}
-    spec = {"channel_names": {"0": "T2"}, "labels": labels, "numTraining": 1, "file_ending": ".nii.gz"}
-    if class_order is not None:
-        spec["regions_class_order"] = class_order
-    (root / "dataset.json").write_text(json.dumps(spec))
-    return root
-
-
 def test_discovery_records_the_order_and_training_carries_it_into_the_target(tmp_path):
-    ds = discover(write_dataset(tmp_path / "ds", [4, 3, 1]))
+    ds = discover(write_nnunet_regions(tmp_path / "ds", [4, 3, 1]))
     assert ds.info["region_paint_order"] == [["whole_tumor", 4], ["tumor_core", 3], ["enhancing_tumor", 1]]
     target = LabelScheme.from_labels(ds.labels, ds.regions, paint_order=ds.info.get("region_paint_order"))
     assert target.paint_order == (("whole_tumor", 4), ("tumor_core", 3), ("enhancing_tumor", 1))
@@ -81,7 +61,7 @@ def test_discovery_records_the_order_and_training_carries_it_into_the_target(tmp
 
 
 def test_without_a_class_order_nothing_is_recorded(tmp_path):
-    ds = discover(write_dataset(tmp_path / "ds"))
+    ds = discover(write_nnunet_regions(tmp_path / "ds"))
     assert "region_paint_order" not in ds.info
     target = LabelScheme.from_labels(ds.labels, ds.regions)
     assert target.paint_order == () and "paint_order" not in target.to_dict()
@@ -89,4 +69,4 @@ def test_without_a_class_order_nothing_is_recorded(tmp_path):
 
 def test_a_bad_class_order_is_named_at_discovery(tmp_path):
     with pytest.raises(DataError, match=r"dataset.json: regions_class_order \[4, 3\] has 2 value"):
-        discover(write_dataset(tmp_path / "ds", [4, 3]))
+        discover(write_nnunet_regions(tmp_path / "ds", [4, 3]))
