@@ -68,3 +68,11 @@ def test_foreign_truncated_and_code_files_are_refused(tmp_path):
 
     with pytest.raises(ModelFileError, match="not found"):
         load_model(tmp_path / "absent.pt")
+
+
+def test_the_former_module_name_still_imports():
+    """Scripts of earlier releases import ``attnseg.models.checkpoint`` (field case 13 does)."""
+    from attnseg.models import checkpoint, model_file
+
+    assert checkpoint.read_model_file is model_file.read_model_file
+    assert checkpoint.save_model is model_file.save_model
