@@ -132,3 +132,74 @@ def test_cli_demo_data(tmp_path, capsys):
     assert "wrote 1 phantom case" in capsys.readouterr().out
     assert (tmp_path / "d" / "Phantom_000" / "Phantom_000_seg.nii.gz").is_file()
     assert main(["demo-data", str(tmp_path / "e"), "--cases", "0"]) == 2
+
+
+# --- small-lesion mode ------------------------------------------------------------------------------
+def test_small_lesion_mode_sizes_contrast_and_placement():
+    from attnseg.metrics.lesions import match_lesions
+    from attnseg.phantom import SmallLesionSettings, make_small_lesion_case
+
+    settings = SmallLesionSettings(lesions=(5, 5), diameter_mm=(2.0, 10.0))
+    case = make_small_lesion_case(np.random.default_rng([1, 0]), settings=settings)
+    assert case.image.shape == (4, 64, 64, 64) and case.spacing_mm == (1.0, 1.0, 1.0)
+    assert np.any(case.image > 0, axis=0).mean() > 0.5  # mostly brain: the view is inside it
+    assert len(case.lesions) == 5
+    assert set(np.unique(case.label).tolist()) <= {0, 2, 4}
+    for les in case.lesions:
+        assert les.kind == "small" and 2.0 <= les.diameter_mm <= 10.0
+        centre = tuple(int(round(v)) for v in les.centre_vox)
+        assert case.label[centre] in les.labels
+        # the labelled voxels are those whose centre is in the sphere: ~ pi/6 d^3 at 1 mm
+        assert les.voxels == pytest.approx(np.pi / 6 * les.diameter_mm**3, rel=0.35, abs=4)
+    # lesions are separate components whose equivalent diameters are the nominal ones
+    match = match_lesions(case.label > 0, case.label > 0, case.spacing_mm)
+    assert match.n_truth == 5
+    nominal = sorted(les.diameter_mm for les in case.lesions)
+    np.testing.assert_allclose(sorted(match.truth_diameter_mm), nominal, rtol=0.15)
+    # the world position of each lesion is its voxel position through the affine
+    les = case.lesions[0]
+    np.testing.assert_allclose(case.affine @ [*les.centre_vox, 1], [*les.centre_mm, 1], atol=1e-6)
+
+
+def test_small_lesion_contrast_is_controlled():
+    from attnseg.phantom import SmallLesionSettings, make_small_lesion_case
+
+    ratios = []
+    for contrast in (1.0, 0.5):
+        settings = SmallLesionSettings(
+            lesions=(6, 6), diameter_mm=(6.0, 9.0), nodule_fraction=1.0, contrast=contrast
+        )
+        case = make_small_lesion_case(np.random.default_rng([2, 0]), settings=settings)
+        t1ce = case.image[CHANNELS.index("t1ce")]
+        brain = np.any(case.image > 0, axis=0)
+        normal = np.median(t1ce[brain & (case.label == 0)])
+        ratios.append(np.median(t1ce[case.label == 4]) / normal)
+    assert ratios[0] > 1.5  # full contrast: enhancing nodules bright in T1ce
+    assert 1.1 < ratios[1] < 1.0 + 0.7 * (ratios[0] - 1.0)  # half contrast: about half the excess
+
+
+def test_small_lesion_settings_refused_in_words():
+    from attnseg.errors import ConfigError
+    from attnseg.phantom import SmallLesionSettings
+
+    with pytest.raises(ConfigError, match="lesions per case"):
+        SmallLesionSettings(lesions=(5, 2))
+    with pytest.raises(ConfigError, match="diameters"):
+        SmallLesionSettings(diameter_mm=(0.1, 3.0))
+    with pytest.raises(ConfigError, match="contrast"):
+        SmallLesionSettings(contrast=-1)
+
+
+def test_cli_demo_data_small_lesions(tmp_path, capsys):
+    from attnseg.cli import main
+
+    args = ["demo-data", str(tmp_path / "s"), "--cases", "1", "--small-lesions", "--lesions", "3", "3"]
+    assert main([*args, "--shape", "48", "48", "48", "--contrast", "0.8"]) == 0
+    assert "wrote 1 small-lesion phantom case" in capsys.readouterr().out
+    record = json.loads((tmp_path / "s" / "phantom.json").read_text())
+    assert record["mode"] == "small_lesions" and record["spacing_mm"] == 1.0
+    assert record["small_lesions"]["contrast"] == 0.8 and record["small_lesions"]["lesions"] == [3, 3]
+    assert len(record["cases"]["Phantom_000"]["lesions"]) == 3
+    assert (
+        main(["demo-data", str(tmp_path / "t"), "--cases", "1", "--contrast", "0.5"]) == 2
+    )  # needs the mode

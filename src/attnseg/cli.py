@@ -65,6 +65,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small-lesion-mm", type=float, default=5.0, help="small-lesion diameter (default 5 mm)")
     p.add_argument("--no-lesions", action="store_true", help="skip the lesion detection counts and rates")
     p.add_argument(
+        "--size-bins-mm",
+        default="3,5,10",
+        help="lesion size bin edges by equivalent diameter in mm (default 3,5,10: <3, 3-5, 5-10, >=10); none: no bins",
+    )
+    p.add_argument(
         "--convention",
         choices=["brats2023"],
         help="brats2023: add the BraTS 2023 lesion-wise Dice/HD95 and lesion counts (3D; default regions "
@@ -92,6 +97,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         format_summary,
         parse_classes,
         parse_regions,
+        parse_size_bins,
         parse_tolerances,
     )
 
@@ -115,6 +121,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         brats_challenge=args.brats_challenge,
         progress=sys.stderr.isatty(),
         nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
+        size_bins_mm=parse_size_bins(args.size_bins_mm),
     )
     print(format_summary(result.summary))
     for note in result.notes:
@@ -186,7 +193,37 @@ def _demo_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="voxels (default 64 64 48)"
     )
-    p.add_argument("--spacing", type=float, default=None, help="isotropic voxel size in mm (default 2.5)")
+    p.add_argument(
+        "--spacing",
+        type=float,
+        default=None,
+        help="isotropic voxel size in mm (default 2.5; 1 with --small-lesions)",
+    )
+    small = p.add_argument_group(
+        "small-lesion mode (1 mm voxels, a 64^3 field of view inside an adult-sized brain)"
+    )
+    small.add_argument(
+        "--small-lesions", action="store_true", help="lesions of 2-10 mm only (default shape 64 64 64, 1 mm)"
+    )
+    small.add_argument(
+        "--lesions",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="lesions per case (default 4 8)",
+    )
+    small.add_argument(
+        "--diameter-mm", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+        help="lesion diameters, drawn log-uniformly (default 2 10)",
+    )  # fmt: skip
+    small.add_argument(
+        "--contrast", type=float, default=None, help="lesion contrast, 1 = full lesion tissue (default 1)"
+    )
+    small.add_argument(
+        "--nodule-fraction", type=float, default=None,
+        help="share of enhancing nodules (label 4); the rest are FLAIR foci (label 2) (default 0.5)",
+    )  # fmt: skip
 
 
 def _demo_data_run(args: argparse.Namespace) -> int:
@@ -196,17 +233,47 @@ def _demo_data_run(args: argparse.Namespace) -> int:
     from attnseg import phantom
 
     start = time.perf_counter()
-    shape = tuple(args.shape) if args.shape else phantom.DEFAULT_SHAPE
-    spacing = args.spacing if args.spacing is not None else phantom.DEFAULT_SPACING_MM
+    small = _small_lesion_settings(args)
+    default_shape = phantom.DEFAULT_SHAPE if small is None else phantom.SMALL_LESION_SHAPE
+    default_spacing = phantom.DEFAULT_SPACING_MM if small is None else phantom.SMALL_LESION_SPACING_MM
+    shape = tuple(args.shape) if args.shape else default_shape
+    spacing = args.spacing if args.spacing is not None else default_spacing
     out = phantom.write_phantom_dataset(
-        args.out, args.cases, args.seed, layout=args.layout, shape=shape, spacing_mm=spacing
+        args.out,
+        args.cases,
+        args.seed,
+        layout=args.layout,
+        shape=shape,
+        spacing_mm=spacing,
+        small_lesions=small,
     )
+    mode = "" if small is None else " small-lesion"
     print(
-        f"wrote {args.cases} phantom case(s) in the {args.layout} layout to {out} "
+        f"wrote {args.cases}{mode} phantom case(s) in the {args.layout} layout to {out} "
         f"({shape[0]}x{shape[1]}x{shape[2]} voxels at {spacing:g} mm, seed {args.seed}, "
         f"{time.perf_counter() - start:.1f} s); lesions listed in {out / 'phantom.json'}"
     )
     return 0
+
+
+def _small_lesion_settings(args: argparse.Namespace):
+    """The small-lesion mode's settings from ``--small-lesions`` and its options (None without it)."""
+    from attnseg import phantom
+    from attnseg.errors import ConfigError
+
+    given = {
+        "lesions": args.lesions,
+        "diameter_mm": args.diameter_mm,
+        "contrast": args.contrast,
+        "nodule_fraction": args.nodule_fraction,
+    }
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in given.items() if v is not None}
+    if not args.small_lesions:
+        if given:
+            names = ", ".join("--" + k.replace("_mm", "-mm").replace("_", "-") for k in given)
+            raise ConfigError(f"{names}: small-lesion options; add --small-lesions")
+        return None
+    return phantom.SmallLesionSettings(**given)
 
 
 # --- predict: a model file over a dataset, a case folder or a file -> one label map per case --------

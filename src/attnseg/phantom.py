@@ -22,6 +22,20 @@ T2         bright > WM   ref    bright > WM    v.bright   bright    mid
 
 Geometry: the array axes are left-right, posterior-anterior, inferior-superior with the affine
 ``diag(-s, -s, s)`` (BraTS's axis codes L, P, S), the brain centre at world (0, 0, 0).
+
+**Small-lesion mode** (:class:`SmallLesionSettings`, :func:`make_small_lesion_case`,
+``attnseg demo-data --small-lesions``): a brain of adult size (``head_fov_mm``, default
+140 x 172 x 136 mm) seen through a small field of view (default 64^3 voxels of 1 mm) centred at a
+random point inside it, so the anatomy is at its real scale while a case stays small enough to
+train on a CPU. No main tumour: ``lesions`` (inclusive count range, default 4-8) spheres of
+diameter log-uniform in ``diameter_mm`` (default 2-10 mm, so about 25 % under 3 mm, 32 % 3-5 mm,
+43 % 5-10 mm), each an enhancing nodule (label 4, bright in T1ce and FLAIR) with probability
+``nodule_fraction`` else a FLAIR focus (label 2). ``contrast`` scales how far a lesion's intensities
+move from the tissue around it towards the lesion tissue of the table above (1: all the way; 0.5:
+half way; 0: invisible). A lesion lies inside the brain (its edge at least 2 mm below the surface),
+off the ventricles, at least 3 mm from every other lesion and from the edge of the field of view; its
+voxels are those whose centre lies inside the sphere (the centre voxel always), so its equivalent
+diameter is close to the nominal one (a 3-5 mm lesion is 15-65 voxels).
 """
 
 from __future__ import annotations
@@ -46,6 +60,8 @@ MSD_LABELS = {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": 
 
 DEFAULT_SHAPE = (64, 64, 48)
 DEFAULT_SPACING_MM = 2.5
+SMALL_LESION_SHAPE = (64, 64, 64)
+SMALL_LESION_SPACING_MM = 1.0
 
 # tissue -> (FLAIR, T1, T1ce, T2), white matter ~ 0.45-0.8 (relative, before bias, noise and scale)
 TISSUE = {
@@ -98,11 +114,15 @@ class PhantomCase:
 
 
 # --- building blocks -------------------------------------------------------------------------------
-def phantom_affine(shape: tuple[int, ...], spacing_mm: float) -> np.ndarray:
-    """``diag(-s, -s, s)`` (L, P, S like BraTS) with the volume centre at world (0, 0, 0)."""
+def phantom_affine(
+    shape: tuple[int, ...], spacing_mm: float, centre_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+) -> np.ndarray:
+    """``diag(-s, -s, s)`` (L, P, S like BraTS) with the volume centre at world ``centre_mm``
+    (default (0, 0, 0), the brain centre)."""
     s = float(spacing_mm)
     affine = np.diag([-s, -s, s, 1.0])
     affine[:3, 3] = [(shape[0] - 1) / 2 * s, (shape[1] - 1) / 2 * s, -(shape[2] - 1) / 2 * s]
+    affine[:3, 3] += np.asarray(centre_mm, dtype=np.float64)
     return affine
 
 
@@ -153,12 +173,20 @@ class _Head:
     brain: np.ndarray
 
 
-def _head(rng: np.random.Generator, shape: tuple[int, int, int], s: float) -> _Head:
-    """A slightly tilted, lumpy egg-shaped brain filling most of the field of view."""
-    affine = phantom_affine(shape, s)
+def _head(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    s: float,
+    *,
+    head_fov_mm: tuple[float, float, float] | None = None,
+    centre_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> _Head:
+    """A slightly tilted, lumpy egg-shaped brain filling most of the field of view ``head_fov_mm``
+    (default: the grid's own), seen through the grid centred at world ``centre_mm``."""
+    affine = phantom_affine(shape, s, centre_mm)
     idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
     world = (affine[:3, :3].astype(np.float32) @ idx + affine[:3, 3:].astype(np.float32)).reshape(3, *shape)
-    half_fov = np.array(shape) * s / 2.0
+    half_fov = (np.array(shape) * s if head_fov_mm is None else np.asarray(head_fov_mm, float)) / 2.0
     # head pose: a small tilt; anatomy is defined in head coordinates (x right, y anterior, z superior)
     pose = _rotation(rng, 6.0)
     x = np.tensordot(pose.astype(np.float32), world, axes=1)
@@ -252,10 +280,15 @@ class _Canvas:
     brain: np.ndarray
     s: float
 
-    def paint(self, rng: np.random.Generator, name: str, frac: np.ndarray, value: int) -> None:
+    def paint(
+        self, rng: np.random.Generator, name: str, frac: np.ndarray, value: int, contrast: float = 1.0
+    ) -> None:
+        """Blend tissue ``name`` in by ``frac`` (times ``contrast``: the share of the way from the
+        tissue there to the lesion's), label ``value`` where ``frac > 0.5`` inside the brain."""
         het = 1.0 + 0.06 * _smooth_noise(rng, frac.shape, 2.0 / self.s)
+        blend = frac if contrast == 1.0 else frac * np.float32(contrast)
         for c in range(4):
-            self.channels[c] = self.channels[c] * (1 - frac) + TISSUE[name][c] * het * frac
+            self.channels[c] = self.channels[c] * (1 - blend) + TISSUE[name][c] * het * blend
         self.label[(frac > 0.5) & self.brain] = value
 
 
@@ -389,6 +422,120 @@ def make_case(
     return PhantomCase(case_id, image, canvas.label, head.affine, (s, s, s), lesions)
 
 
+# --- small-lesion mode -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SmallLesionSettings:
+    """Small-lesion mode (module docstring): the lesions' count range per case (inclusive), the
+    range of their diameters (mm, drawn log-uniformly), their contrast (1: full lesion tissue), the
+    share that are enhancing nodules (the rest are FLAIR foci) and the brain's field of view (mm)."""
+
+    lesions: tuple[int, int] = (4, 8)
+    diameter_mm: tuple[float, float] = (2.0, 10.0)
+    contrast: float = 1.0
+    nodule_fraction: float = 0.5
+    head_fov_mm: tuple[float, float, float] = (140.0, 172.0, 136.0)
+
+    def __post_init__(self) -> None:
+        lo, hi = self.lesions
+        if not 0 <= lo <= hi:
+            raise ConfigError(f"lesions per case must be a range 0 <= low <= high, got {self.lesions}")
+        dlo, dhi = self.diameter_mm
+        if not 0.5 <= dlo <= dhi <= 40.0:
+            raise ConfigError(
+                f"lesion diameters must be a range 0.5 <= low <= high <= 40 mm, got {self.diameter_mm}"
+            )
+        if not 0.0 <= self.contrast <= 2.0:
+            raise ConfigError(f"lesion contrast must be between 0 and 2, got {self.contrast}")
+        if not 0.0 <= self.nodule_fraction <= 1.0:
+            raise ConfigError(f"nodule fraction must be between 0 and 1, got {self.nodule_fraction}")
+        if len(self.head_fov_mm) != 3 or min(self.head_fov_mm) < 40.0:
+            raise ConfigError(f"head field of view must be 3 sizes of at least 40 mm, got {self.head_fov_mm}")
+
+    def to_dict(self) -> dict:
+        return {
+            "lesions": list(self.lesions),
+            "diameter_mm": [float(v) for v in self.diameter_mm],
+            "contrast": float(self.contrast),
+            "nodule_fraction": float(self.nodule_fraction),
+            "head_fov_mm": [float(v) for v in self.head_fov_mm],
+        }
+
+
+def _crop_centre(rng: np.random.Generator, head_fov_mm) -> np.ndarray:
+    """A world point well inside the brain (within 40 % of its semi-axes from its centre)."""
+    semi = 0.8 * np.asarray(head_fov_mm, float) / 2.0
+    while True:
+        u = rng.uniform(-1.0, 1.0, 3)
+        if (u**2).sum() <= 1.0:
+            return 0.4 * semi * u
+
+
+def _place_lesion(
+    rng: np.random.Generator, head: _Head, vent: np.ndarray, s: float, radius_mm: float, placed
+) -> np.ndarray | None:
+    """A voxel for a lesion of ``radius_mm``: inside the brain (edge 2 mm deep), off the ventricles,
+    3 mm from the field of view's edge and from every lesion in ``placed`` ((centre_vox, radius_mm))."""
+    shape = np.array(head.depth.shape)
+    margin = int(np.ceil((radius_mm + 3.0) / s))
+    if np.any(shape - 2 * margin < 1):
+        return None
+    for _ in range(400):
+        v = np.array([rng.integers(margin, n - margin) for n in shape])
+        if head.depth[tuple(v)] < radius_mm + 2.0 or vent[tuple(v)] > 0.1:
+            continue
+        if all(np.linalg.norm((v - c) * s) > radius_mm + r + 3.0 for c, r in placed):
+            return v
+    return None
+
+
+def make_small_lesion_case(
+    rng: np.random.Generator,
+    case_id: str = "Phantom_000",
+    shape: tuple[int, int, int] = SMALL_LESION_SHAPE,
+    spacing_mm: float = SMALL_LESION_SPACING_MM,
+    settings: SmallLesionSettings | None = None,
+) -> PhantomCase:
+    """One small-lesion case (module docstring): the field of view ``shape`` at ``spacing_mm`` inside
+    an adult-sized brain, with lesions only. A lesion that finds no free place (a field of view
+    mostly outside the brain) is left out; ``case.lesions`` lists those placed."""
+    settings = settings or SmallLesionSettings()
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 16:
+        raise ConfigError(f"phantom shape must be 3 sizes of at least 16 voxels, got {shape}")
+    s = float(spacing_mm)
+    if not 0.5 <= s <= 5.0:
+        raise ConfigError(f"phantom spacing must be between 0.5 and 5 mm, got {spacing_mm}")
+    centre = _crop_centre(rng, settings.head_fov_mm)
+    head = _head(rng, shape, s, head_fov_mm=settings.head_fov_mm, centre_mm=tuple(centre))
+    gm_frac, csf_frac = _cortex(rng, head, s)
+    deep, vent, plexus = _deep_structures(rng, head, s)
+    layers = [("gm", gm_frac), ("deep_gm", deep), ("csf", csf_frac), ("csf", vent), ("plexus", plexus)]
+    canvas = _Canvas(_compose_tissues(rng, layers, shape, s), np.zeros(shape, np.uint8), head.brain, s)
+    lo, hi = settings.lesions
+    dlo, dhi = settings.diameter_mm
+    lesions: list[Lesion] = []
+    placed: list[tuple[np.ndarray, float]] = []
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        diameter = float(np.exp(rng.uniform(np.log(dlo), np.log(dhi))))
+        is_nodule = bool(rng.random() < settings.nodule_fraction)
+        v = _place_lesion(rng, head, vent, s, diameter / 2, placed)
+        if v is None:
+            continue
+        centre_vox = v + rng.uniform(-0.3, 0.3, 3)
+        centre_world = head.affine[:3, :3] @ centre_vox + head.affine[:3, 3]
+        offset = head.world - centre_world.reshape(3, 1, 1, 1).astype(np.float32)
+        frac = _fraction(np.sqrt((offset**2).sum(0)) - diameter / 2, s)
+        frac[tuple(v)] = max(frac[tuple(v)], 0.75)  # the centre voxel is always lesion
+        name, value = ("enhancing", 4) if is_nodule else ("edema", 2)
+        canvas.paint(rng, name, frac, value, settings.contrast)
+        placed.append((v, diameter / 2))
+        lesions.append(Lesion("small", tuple(centre_world), tuple(centre_vox), diameter, [value]))
+    _count_lesion_voxels(lesions, canvas.label, s)
+    image = _acquire(rng, canvas.channels, head.brain_frac, s)
+    canvas.label[~head.brain] = 0
+    return PhantomCase(case_id, image, canvas.label, head.affine, (s, s, s), lesions)
+
+
 # --- writing datasets ------------------------------------------------------------------------------
 def case_ids(n_cases: int) -> list[str]:
     return [f"Phantom_{i:03d}" for i in range(n_cases)]
@@ -402,8 +549,12 @@ def write_phantom_dataset(
     layout: str = "brats",
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
     spacing_mm: float = DEFAULT_SPACING_MM,
+    small_lesions: SmallLesionSettings | None = None,
 ) -> Path:
     """Write ``n_cases`` phantom cases under ``out`` and return ``out``.
+
+    ``small_lesions``: the small-lesion mode's settings (module docstring; pass the mode's
+    ``shape`` and ``spacing_mm`` too, e.g. ``SMALL_LESION_SHAPE`` at 1 mm), None: the default phantom.
 
     ``layout="brats"``: ``<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz`` (labels 0/1/2/4).
     ``layout="msd"``: ``imagesTr/<case>.nii.gz`` (4D, channels last: FLAIR, T1w, t1gd, T2w),
@@ -425,12 +576,18 @@ def write_phantom_dataset(
         "layout": layout,
         "shape": list(shape),
         "spacing_mm": float(spacing_mm),
+        "mode": "default" if small_lesions is None else "small_lesions",
+        **({} if small_lesions is None else {"small_lesions": small_lesions.to_dict()}),
         "labels": LABELS if layout == "brats" else {v: int(k) for k, v in MSD_LABELS.items()},
         "cases": {},
     }
     training = []
     for i, case_id in enumerate(case_ids(n_cases)):
-        case = make_case(np.random.default_rng([int(seed), i]), case_id, shape, spacing_mm)
+        rng = np.random.default_rng([int(seed), i])
+        if small_lesions is None:
+            case = make_case(rng, case_id, shape, spacing_mm)
+        else:
+            case = make_small_lesion_case(rng, case_id, shape, spacing_mm, small_lesions)
         if layout == "brats":
             folder = out / case_id
             for c, name in enumerate(CHANNELS):
@@ -470,8 +627,10 @@ __all__ = [
     "LABELS",
     "Lesion",
     "PhantomCase",
+    "SmallLesionSettings",
     "case_ids",
     "make_case",
+    "make_small_lesion_case",
     "phantom_affine",
     "write_phantom_dataset",
 ]

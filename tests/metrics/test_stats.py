@@ -26,6 +26,7 @@ NO_DIRECTION = {
     "n_truth_lesions",
     "n_pred_lesions",
     "n_small_lesions",
+    *(f"n_truth_{b}" for b in ("lt3mm", "3to5mm", "5to10mm", "ge10mm")),  # truth lesions per size bin
 }
 
 
@@ -57,7 +58,13 @@ def test_every_metric_of_evaluate_case_has_a_direction_or_none_on_purpose():
         )["1"]
         directed = {m for m in row if m not in NO_DIRECTION}
         assert {"nsd_0.5mm", "nsd_3mm"} <= directed
-        assert directed == {m for m in directed if m in HIGHER_IS_BETTER or m.startswith(("hd", "nsd_"))}
+        size_bins = {
+            f"{c}_{b}" for c in ("n_detected", "n_fp") for b in ("lt3mm", "3to5mm", "5to10mm", "ge10mm")
+        }
+        assert size_bins <= directed
+        assert directed == {
+            m for m in directed if m in HIGHER_IS_BETTER or m.startswith(("hd", "nsd_")) or m in size_bins
+        }
         for m in directed:
             assert isinstance(higher_is_better(m), bool), m
 

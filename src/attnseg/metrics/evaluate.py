@@ -30,7 +30,13 @@ from attnseg.io.mask_encoding import MaskSetEncoding
 from attnseg.io.nifti import is_nifti, load_label
 from attnseg.io.paths import is_inside, strip_image_suffix
 from attnseg.metrics import brats2023
-from attnseg.metrics.lesions import lesion_metrics
+from attnseg.metrics.lesions import (
+    DEFAULT_SIZE_BINS_MM,
+    SIZE_BIN_COUNTS,
+    check_size_bins,
+    lesion_metrics,
+    size_bin_keys,
+)
 from attnseg.metrics.overlap import confusion, overlap_metrics_from_confusion, resolve_spacing
 from attnseg.metrics.surface import (
     CONVENTIONS,
@@ -135,6 +141,19 @@ def parse_tolerances(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def parse_size_bins(text: str) -> tuple[float, ...]:
+    """``--size-bins-mm`` text: ``3,5,10`` (edges in mm: bins <3, 3-5, 5-10, >=10) or ``none``."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return check_size_bins([float(t) for t in text.split(",") if t.strip()])
+    except ValueError:
+        raise ConfigError(
+            f"--size-bins-mm {text!r}: expected increasing diameters in mm > 0 separated by commas, "
+            "e.g. 3,5,10, or none"
+        ) from None
+
+
 def _as_labels(x: object, name: str) -> np.ndarray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
@@ -185,13 +204,16 @@ def evaluate_case(
     method: str = "auto",
     threads: int | None = None,
     nsd_tolerances_mm: Sequence[float] = DEFAULT_NSD_TOLERANCES_MM,
+    size_bins_mm: Sequence[float] = DEFAULT_SIZE_BINS_MM,
 ) -> dict[str, dict[str, float]]:
     """Every metric for every class/region of one case: ``{target: {metric: value}}``.
 
     Metrics: dice, iou, sensitivity, specificity, precision, fpr, fnr, voxel counts, volumes (mm^3,
     ml, relative), hd_mm, hd95_mm (``hd{percentile}_mm``), assd_mm, the normalized surface Dice at
     each of ``nsd_tolerances_mm`` (``nsd_1mm``, ``nsd_2mm``; none for ``()``) and, with ``lesions``,
-    lesion counts and detection rates. Distances are in mm using ``spacing_mm`` (per array axis). When a
+    lesion counts and detection rates, and the lesion counts per size bin (``size_bins_mm`` edges:
+    ``n_truth_<bin>``, ``n_detected_<bin>``, ``n_fp_<bin>``, bins ``lt3mm``, ``3to5mm``, ``5to10mm``,
+    ``ge10mm`` by default; ``()``: none). Distances are in mm using ``spacing_mm`` (per array axis). When a
     mask is empty in one map only, distances are ``empty_distance_mm`` (default: the volume's
     diagonal). No value is ever NaN.
 
@@ -215,6 +237,7 @@ def evaluate_case(
     empty_distance_mm = _empty_distance(convention, empty_distance_mm)
     try:
         tolerances = check_tolerances(nsd_tolerances_mm)
+        check_size_bins(size_bins_mm)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     spacing = resolve_spacing(spacing_mm, pred.ndim)
@@ -260,6 +283,7 @@ def evaluate_case(
                     spacing,
                     small_lesion_diameter_mm=small_lesion_diameter_mm,
                     connectivity=connectivity,
+                    size_bins_mm=size_bins_mm,
                 )
             )
         if lesion_wise is not None:
@@ -457,6 +481,7 @@ def evaluate_folders(
     affine_atol_mm: float = 1e-3,
     progress: bool = False,
     nsd_tolerances_mm: Sequence[float] = DEFAULT_NSD_TOLERANCES_MM,
+    size_bins_mm: Sequence[float] = DEFAULT_SIZE_BINS_MM,
 ) -> EvaluationResult:
     """Evaluate every prediction in ``pred_dir`` against its truth in ``truth_dir`` (matched by case id).
 
@@ -467,6 +492,7 @@ def evaluate_folders(
     target absent from both maps of a case gets the both-empty values (Dice 1, distances 0).
     ``convention="brats2023"`` adds the BraTS 2023 lesion-wise scores (``evaluate_case``).
     ``nsd_tolerances_mm``: one normalized-surface-Dice column per tolerance (``nsd_1mm``, ``nsd_2mm``).
+    ``size_bins_mm``: the edges of the lesion size bins (``evaluate_case``).
     Writes ``metrics_per_case.csv`` and ``summary.json`` into ``out_dir`` when given.
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
@@ -493,6 +519,7 @@ def evaluate_folders(
         convention=convention,
         brats_challenge=brats_challenge,
         nsd_tolerances_mm=list(check_tolerances(nsd_tolerances_mm)),
+        size_bins_mm=list(_size_bins(size_bins_mm)),
     )
     lesion_wise = _lesion_wise_rule(convention, brats_challenge)  # fail on bad settings before reading
     regions = _default_regions(convention, classes, regions)
@@ -560,6 +587,13 @@ def evaluate_folders(
     return result
 
 
+def _size_bins(edges_mm: Sequence[float]) -> tuple[float, ...]:
+    try:
+        return check_size_bins(edges_mm)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _declared_values(classes: ClassesArg, regions: RegionsArg) -> list[int] | None:
     if classes is None and regions is None:
         return None
@@ -625,12 +659,19 @@ def pooled_metrics(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     """Sums of the counts (``POOLED_COUNTS``) over cases, and the rates computed from the sums (each
     case weighted by its size): ``dice_global`` from the voxel counts, lesion sensitivity and
     precision and small-lesion sensitivity and FNR from the lesion counts (1, 1, 1 and 0 when there
-    is nothing to count). Example: small lesions 1 (missed) and 3 (2 found) pool to 2/4, not to the
+    is nothing to count); per lesion size bin ``detection_rate_<bin>`` (1 with no truth lesion in the
+    bin) and ``fp_per_case_<bin>``. Example: small lesions 1 (missed) and 3 (2 found) pool to 2/4, not to the
     mean of 0 and 2/3."""
     if not rows:
         return {}
-    tot = {k: float(sum(r[k] for r in rows)) for k in POOLED_COUNTS if k in rows[0]}
+    bins = size_bin_keys(list(rows[0]))
+    counts = [*POOLED_COUNTS, *(f"{c}_{b}" for b in bins for c in SIZE_BIN_COUNTS)]
+    tot = {k: float(sum(r[k] for r in rows)) for k in counts if k in rows[0]}
     pooled = dict(tot)
+    for b in bins:  # per lesion size bin: detected / truth lesions, false-positive components per case
+        n_b = tot[f"n_truth_{b}"]
+        pooled[f"detection_rate_{b}"] = tot[f"n_detected_{b}"] / n_b if n_b else 1.0
+        pooled[f"fp_per_case_{b}"] = tot[f"n_fp_{b}"] / len(rows)
     if {"tp_vox", "fp_vox", "fn_vox"} <= tot.keys():
         tp, fp, fn = tot["tp_vox"], tot["fp_vox"], tot["fn_vox"]
         pooled["dice_global"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
@@ -737,6 +778,11 @@ def format_summary(summary: Mapping, metrics: Sequence[str] | None = None) -> st
                 f"{pooled['n_truth_lesions']:.0f} detected, small (<{summary['settings'].get('small_lesion_diameter_mm', 5):g} mm) "
                 f"{pooled['n_small_detected']:.0f}/{pooled['n_small_lesions']:.0f}, "
                 f"{pooled['n_fp_lesions']:.0f} false-positive lesions, global Dice {pooled['dice_global']:.4f}"
+            )
+        for b in size_bin_keys(list(pooled)):
+            lines.append(
+                f"{'':<10} {'lesions ' + b:<26} {pooled[f'n_detected_{b}']:.0f}/{pooled[f'n_truth_{b}']:.0f} "
+                f"detected, {pooled[f'fp_per_case_{b}']:.2f} false-positive lesions per case"
             )
         if "lesionwise_tp" in pooled:
             lines.append(

@@ -5,7 +5,9 @@ Conventions (stated once, used by ``attnseg compare`` and the HTML report's pair
 - Directions: :data:`HIGHER_IS_BETTER` is the one table of metric directions (True: a higher value
   is better). Overlap, sensitivity, precision and detection counts go up; distances, error rates
   and false-positive counts go down; the percentile Hausdorff ``hd<p>_mm`` of any percentile goes
-  down, the normalized surface Dice ``nsd_<tau>mm`` of any tolerance goes up. Metrics with no
+  down, the normalized surface Dice ``nsd_<tau>mm`` of any tolerance goes up, per lesion size bin
+  ``n_detected_<bin>`` and ``detection_rate_<bin>`` go up and ``n_fp_<bin>`` and
+  ``fp_per_case_<bin>`` go down (bins: ``attnseg.metrics.lesions.size_bin_names``). Metrics with no
   better side (volumes, the signed volume difference, truth or prediction lesion counts) are not in
   it, and :func:`higher_is_better` refuses them.
 - A pair is ``(a[i], b[i])``: model A's and model B's value on case i; differences are ``b - a``.
@@ -16,6 +18,10 @@ Conventions (stated once, used by ``attnseg compare`` and the HTML report's pair
   0.031 with 6.
 - The interval is a percentile bootstrap of the mean difference (Efron & Tibshirani 1993, ch. 13):
   ``n_boot`` resamples of the cases with replacement from ``np.random.default_rng(seed)``.
+- A detection rate (detected / truth lesions, pooled over cases) is a ratio of sums, so its
+  interval resamples the cases and recomputes the ratio (:func:`bootstrap_rate_ci`); two models'
+  rates on the same lesions resample the same cases for both (:func:`paired_rate_statistics`), and
+  their Wilcoxon test is on the per-case differences of detected lesions (the truth is the same).
 - Paired units: values of several training runs (seeds) are averaged per case first
   (:func:`mean_over_runs`); slices of one patient are pooled into the patient
   (:func:`group_values`), since slices of one patient are not independent.
@@ -31,12 +37,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.stats import wilcoxon
 
+from attnseg.metrics.lesions import SIZE_BIN_NAME
+
 __all__ = [
     "HIGHER_IS_BETTER",
     "bootstrap_mean_ci",
+    "bootstrap_rate_ci",
     "group_values",
     "higher_is_better",
     "mean_over_runs",
+    "paired_rate_statistics",
     "paired_statistics",
 ]
 
@@ -83,6 +93,10 @@ _PERCENTILE_HD = re.compile(r"hd\d+(\.\d+)?_mm")  # hd95_mm, hd97.5_mm (attnseg.
 _NSD = re.compile(r"nsd_\d+(\.\d+)?mm")  # nsd_1mm, nsd_0.5mm (attnseg.metrics.surface_dice.nsd_key)
 
 
+# per lesion size bin (attnseg.metrics.lesions): n_detected_lt3mm, fp_per_case_5to10mm, ...
+_SIZE_BIN_DIRECTIONS = {"n_detected_": True, "detection_rate_": True, "n_fp_": False, "fp_per_case_": False}
+
+
 def higher_is_better(metric: str) -> bool:
     """True when a higher value of ``metric`` is better (:data:`HIGHER_IS_BETTER`; ``hd<p>_mm``:
     False; ``nsd_<tau>mm``: True). Example: ``higher_is_better("dice") is True``,
@@ -94,6 +108,9 @@ def higher_is_better(metric: str) -> bool:
         return False
     if _NSD.fullmatch(metric):
         return True
+    for prefix, higher in _SIZE_BIN_DIRECTIONS.items():
+        if metric.startswith(prefix) and SIZE_BIN_NAME.fullmatch(metric[len(prefix) :]):
+            return higher
     raise ValueError(
         f"metric {metric!r} has no better direction in attnseg.metrics.stats.HIGHER_IS_BETTER; "
         f"pass one of {sorted(HIGHER_IS_BETTER)}, hd<percentile>_mm or nsd_<tolerance>mm"
@@ -175,6 +192,94 @@ def paired_statistics(
         "min_p": min(1.0, 2.0 / 2.0**nonzero) if nonzero else 1.0,
         "b_better": int(np.count_nonzero(sign * diff > 0)),
         "b_worse": int(np.count_nonzero(sign * diff < 0)),
+    }
+
+
+def _rate_inputs(*arrays: Sequence[float]) -> list[np.ndarray]:
+    out = [np.asarray(a, dtype=np.float64) for a in arrays]
+    if any(a.shape != out[0].shape for a in out) or out[0].ndim != 1 or out[0].size == 0:
+        raise ValueError(f"rates need equal non-empty 1D sequences, got shapes {[a.shape for a in out]}")
+    if not all(np.all(np.isfinite(a)) for a in out) or np.any(out[-1] < 0):
+        raise ValueError("counts must be finite and the totals >= 0")
+    if out[-1].sum() <= 0:
+        raise ValueError("no case has a lesion to detect (every total is 0)")
+    return out
+
+
+def bootstrap_rate_ci(
+    detected: Sequence[float],
+    total: Sequence[float],
+    *,
+    n_boot: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """The pooled rate ``sum(detected) / sum(total)`` over cases and its percentile-bootstrap
+    interval: the cases with ``total > 0`` are resampled with replacement ``n_boot`` times
+    (``np.random.default_rng(seed)``) and the ratio recomputed. Returns ``(rate, low, high)``.
+
+    Example: ``bootstrap_rate_ci([1, 0], [1, 1])`` is ``(0.5, 0.0, 1.0)``."""
+    det, tot = _rate_inputs(detected, total)
+    keep = tot > 0
+    det, tot = det[keep], tot[keep]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, det.size, size=(n_boot, det.size))
+    ratios = det[idx].sum(axis=1) / tot[idx].sum(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return float(det.sum() / tot.sum()), float(lo), float(hi)
+
+
+def paired_rate_statistics(
+    detected_a: Sequence[float],
+    detected_b: Sequence[float],
+    total: Sequence[float],
+    *,
+    n_boot: int = 10000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Two models' detection rates on the same truth lesions (case i: ``detected_a[i]``,
+    ``detected_b[i]`` of ``total[i]``), over the cases with ``total > 0``:
+
+    - ``rate_a``, ``rate_b``: pooled rates; ``ci_a_low``/``ci_a_high``, ``ci_b_low``/``ci_b_high``:
+      their bootstrap intervals; ``rate_diff`` = ``rate_b - rate_a`` and ``ci_low``/``ci_high``: its
+      interval, resampling the same cases for both models;
+    - ``p_value``, ``wilcoxon_statistic``, ``n_nonzero``, ``min_p``, ``b_better``, ``b_worse``: the
+      Wilcoxon signed-rank test on the per-case differences ``detected_b - detected_a``
+      (:func:`paired_statistics`); ``n`` cases, ``lesions`` in them.
+
+    Example: ``paired_rate_statistics([0, 1, 0], [1, 1, 1], [1, 2, 1])`` has ``rate_a`` 0.25,
+    ``rate_b`` 0.75 and ``b_better`` 2."""
+    da, db, tot = _rate_inputs(detected_a, detected_b, total)
+    keep = tot > 0
+    da, db, tot = da[keep], db[keep], tot[keep]
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, tot.size, size=(n_boot, tot.size))
+    den = tot[idx].sum(axis=1)
+    diffs = (db[idx].sum(axis=1) - da[idx].sum(axis=1)) / den
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(diffs, [alpha, 1.0 - alpha])
+    rate_a, a_lo, a_hi = bootstrap_rate_ci(da, tot, n_boot=n_boot, confidence=confidence, seed=seed)
+    rate_b, b_lo, b_hi = bootstrap_rate_ci(db, tot, n_boot=n_boot, confidence=confidence, seed=seed)
+    test = paired_statistics(da, db, higher_is_better=True, n_boot=1, seed=seed)
+    return {
+        "n": int(tot.size),
+        "lesions": float(tot.sum()),
+        "detected_a": float(da.sum()),
+        "detected_b": float(db.sum()),
+        "rate_a": rate_a,
+        "ci_a_low": a_lo,
+        "ci_a_high": a_hi,
+        "rate_b": rate_b,
+        "ci_b_low": b_lo,
+        "ci_b_high": b_hi,
+        "rate_diff": rate_b - rate_a,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        **{
+            k: test[k] for k in ("wilcoxon_statistic", "p_value", "n_nonzero", "min_p", "b_better", "b_worse")
+        },
     }
 
 
