@@ -63,8 +63,11 @@ class AugmentConfig:
     """Training patches: foreground oversampling and augmentation (probabilities are per patch).
 
     All spatial changes (crop, rotation, zoom, elastic, mirror) are fused into one sampling grid.
-    ``fg_fraction``: share of patches centred on a foreground voxel, the class chosen uniformly
-    among the classes present so rare classes are seen. ``rotate_deg``: up to +/- this about each
+    ``fg_fraction``: share of patches centred on a foreground voxel. ``fg_sampling``: how that
+    voxel is chosen: ``"class"`` (default, nnU-Net's): a class uniformly among the classes present,
+    so rare classes are seen, then one of its voxels; ``"component"`` (lesion-aware): a connected
+    component of the foreground (all foreground classes together, 26-connected) uniformly, then one
+    of its voxels, so a 3 mm lesion is the centre as often as a 5 cm tumour. ``rotate_deg``: up to +/- this about each
     axis. ``zoom_range``: > 1 enlarges anatomy. ``elastic_grid_mm``/``elastic_std_mm``: B-spline
     control spacing and displacement std. ``flip_axes``: axes that may be mirrored (default: axis
     0, left-right in BraTS/RAS-like data). ``label_mode``: ``"nearest"`` or ``"linear"`` (per-class
@@ -72,6 +75,7 @@ class AugmentConfig:
     """
 
     fg_fraction: float = 0.33
+    fg_sampling: str = "class"
     p_rotate: float = 0.2
     rotate_deg: float = 15.0
     p_zoom: float = 0.2

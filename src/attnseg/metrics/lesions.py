@@ -4,7 +4,8 @@ Conventions (docs/metrics.md):
 
 - **Lesion**: a connected component of a binary mask, 26-connected in 3D and 8-connected in 2D by
   default (voxels touching by a face, edge or corner belong to the same lesion); ``connectivity``
-  takes 6/18/26 (3D) or 4/8 (2D).
+  takes 6/18/26 (3D) or 4/8 (2D) (``attnseg.transforms.components``, which lesion-aware sampling
+  shares).
 - **Detected**: a truth lesion is detected when at least one of its voxels is foreground in the
   prediction (it overlaps some predicted component). A predicted component is a true-positive
   detection when it overlaps some truth lesion, otherwise it is a false-positive lesion. One
@@ -39,35 +40,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cc3d
 import numpy as np
 
 from attnseg.metrics.overlap import ArrayLike, as_mask, check_pair, resolve_spacing
 from attnseg.metrics.surface import bounding_box
+from attnseg.transforms.components import connected_components  # the one labelling (re-exported)
 
-DEFAULT_CONNECTIVITY = {2: 8, 3: 26}
-ALLOWED_CONNECTIVITY = {2: (4, 8), 3: (6, 18, 26)}
 DEFAULT_SIZE_BINS_MM = (3.0, 5.0, 10.0)  # edges in mm: bins < 3, 3-5, 5-10, >= 10
 SIZE_BIN_COUNTS = ("n_truth", "n_detected", "n_fp")  # per-bin count prefixes: n_truth_<bin>, ...
 _NUM = r"\d+(\.\d+)?"
 SIZE_BIN_NAME = re.compile(rf"lt{_NUM}mm|{_NUM}to{_NUM}mm|ge{_NUM}mm")  # what size_bin_names gives
-
-
-def connected_components(mask: ArrayLike, connectivity: int | None = None) -> tuple[np.ndarray, int]:
-    """Label the connected components of a 2D/3D mask: (labels 0..n with 0 = background, n)."""
-    m = as_mask(mask)
-    if m.ndim not in (2, 3):
-        raise ValueError(f"connected components need a 2D or 3D mask, got {m.ndim}D")
-    conn = DEFAULT_CONNECTIVITY[m.ndim] if connectivity is None else int(connectivity)
-    if conn not in ALLOWED_CONNECTIVITY[m.ndim]:
-        raise ValueError(
-            f"connectivity {conn} is not valid in {m.ndim}D; use one of {ALLOWED_CONNECTIVITY[m.ndim]}"
-        )
-    # uint8, not bool: cc3d 4.1.1 mislabels a few background voxels of some boolean inputs (about 3%
-    # of random masks, 2D and 3D; tests/metrics/test_lesions.py checks against scipy.ndimage.label)
-    data = np.ascontiguousarray(m).view(np.uint8)
-    labels, n = cc3d.connected_components(data, connectivity=conn, return_N=True)
-    return labels, int(n)
 
 
 def equivalent_diameter_mm(volume_mm3: np.ndarray | float, ndim: int) -> np.ndarray:

@@ -31,7 +31,13 @@ from attnseg.errors import ConfigError, DataError
 from attnseg.transforms.batch_plan import BatchPlan
 from attnseg.transforms.cache import VolumeCache, file_key
 from attnseg.transforms.preprocess import preprocess
-from attnseg.transforms.sampling import PatchSampler, SampleParams, class_locations
+from attnseg.transforms.sampling import (
+    ComponentLocations,
+    PatchSampler,
+    SampleParams,
+    class_locations,
+    component_locations,
+)
 
 PatchKey = tuple[int, int, int, tuple[int, ...]]  # (case_index, epoch, position, patch_size)
 
@@ -41,13 +47,15 @@ class PreparedCase:
     """One preprocessed case: image ``(C, *spatial)`` float32 (normalised), label ``(*spatial)`` with
     the dataset's label values (None for unlabelled cases), the voxel spacing after preprocessing
     (mm), and where each foreground class lies (``locations``: value -> voxel indices ``(N, D)``;
-    None until :class:`PatchDataset` needs them)."""
+    None until :class:`PatchDataset` needs them) and each connected component of the foreground
+    (``components``, for lesion-aware sampling; None until needed)."""
 
     case_id: str
     image: np.ndarray
     label: np.ndarray | None
     spacing_mm: tuple[float, ...]
     locations: dict[int, np.ndarray] | None = field(default=None, repr=False)
+    components: ComponentLocations | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -130,18 +138,24 @@ class CaseStore:
             entry["label"] = np.ascontiguousarray(label)
             for k, idx in class_locations(label, fg).items():
                 entry[f"loc_{k}"] = idx
+            components = component_locations(label, fg)
+            entry["components_voxels"], entry["components_starts"] = components.voxels, components.starts
         entry["meta"] = {"spacing_mm": list(spacing)}
         return entry
 
     def get(self, case_id: str) -> PreparedCase:
         entry = self.cache.get(self.key(case_id), lambda: self._produce(case_id))
         locations = {int(k[4:]): v for k, v in entry.items() if k.startswith("loc_")}
+        components = None
+        if "components_starts" in entry:  # absent from entries cached before lesion-aware sampling
+            components = ComponentLocations(entry["components_voxels"], entry["components_starts"])
         return PreparedCase(
             case_id,
             entry["image"],
             entry.get("label"),
             tuple(entry["meta"]["spacing_mm"]),
             locations if "label" in entry else None,
+            components,
         )
 
     def preload(self) -> None:
@@ -198,9 +212,12 @@ class PatchDataset(torch.utils.data.Dataset):
         case = self.cases[index]
         if case.label is None:
             raise DataError(f"case {case.case_id}: no label; training cases need one")
-        if case.locations is None and self.augment.fg_fraction > 0:
+        if self.augment.fg_fraction > 0:
             fg = None if self.classes is None else self.classes[1:]
-            case.locations = class_locations(case.label, fg)
+            if case.locations is None:
+                case.locations = class_locations(case.label, fg)
+            if case.components is None and self.augment.fg_sampling == "component":
+                case.components = component_locations(case.label, fg)
         return case
 
     def params_for(self, key: PatchKey, case: PreparedCase | None = None) -> SampleParams:
@@ -214,6 +231,7 @@ class PatchDataset(torch.utils.data.Dataset):
             channels=case.image.shape[0],
             locations=case.locations,
             spacing_mm=case.spacing_mm,
+            components=case.components,
         )
 
     def __getitem__(self, key: PatchKey) -> tuple[torch.Tensor, torch.Tensor, int]:

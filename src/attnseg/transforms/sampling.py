@@ -1,4 +1,4 @@
-"""Training patches: foreground oversampling, random parameters, class weights.
+"""Training patches: foreground oversampling (by class or by lesion), random parameters, class weights.
 
 :class:`PatchSampler` draws every random choice for one patch from an explicit
 ``np.random.Generator`` into a :class:`SampleParams` (crop, rotation, zoom, elastic field, mirror,
@@ -15,10 +15,25 @@ import edt
 import numpy as np
 
 from attnseg.config import AugmentConfig
+from attnseg.transforms.components import connected_components
 from attnseg.transforms.intensity import IntensityParams, apply_intensity
 from attnseg.transforms.spatial import SpatialParams, control_grid_shape, sample_patch
 
 ClassLocations = dict[int, np.ndarray]
+FG_SAMPLING = ("class", "component")  # AugmentConfig.fg_sampling
+
+
+@dataclass(frozen=True)
+class ComponentLocations:
+    """The voxels of each connected component of the foreground: component ``i`` is
+    ``voxels[starts[i]:starts[i + 1]]`` (indices ``(N, D)`` int32); ``starts`` has ``n + 1`` entries."""
+
+    voxels: np.ndarray
+    starts: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.starts.size - 1)
 
 
 # --- where the classes are -------------------------------------------------------------------------
@@ -51,6 +66,40 @@ def class_locations(
     return out
 
 
+def component_locations(
+    label: np.ndarray,
+    classes: Sequence[int] | None = None,
+    *,
+    connectivity: int | None = None,
+    max_per_component: int = 5000,
+    seed: int = 0,
+) -> ComponentLocations:
+    """The voxels of each connected component of the foreground (label values in ``classes``,
+    default every non-zero value; default connectivity 26 in 3D, 8 in 2D), components in label
+    order, at most ``max_per_component`` voxels each (subsampled with a fixed ``seed``, so the
+    result is a pure function of the label map)."""
+    label = np.asarray(label)
+    fg = label != 0 if classes is None else np.isin(label, [int(k) for k in classes if int(k) != 0])
+    ids, n = connected_components(fg, connectivity)
+    flat = ids.reshape(-1)
+    idx = np.flatnonzero(flat)
+    idx = idx[np.argsort(flat[idx], kind="stable")]  # grouped by component, voxel order inside
+    counts = np.bincount(flat[idx], minlength=n + 1)[1:]
+    rng = np.random.default_rng(seed)
+    parts, sizes, offset = [], [], 0
+    for c in counts:
+        members = idx[offset : offset + c]
+        offset += c
+        if c > max_per_component:
+            members = np.sort(rng.choice(members, size=max_per_component, replace=False))
+        parts.append(members)
+        sizes.append(members.size)
+    chosen = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    voxels = np.stack(np.unravel_index(chosen, label.shape), axis=1).astype(np.int32)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return ComponentLocations(voxels.reshape(-1, label.ndim), starts)
+
+
 def start_range(size: int, patch: int) -> tuple[int, int]:
     """Allowed patch starts along one axis: inside the volume, or centred-ish when it is smaller."""
     return (0, size - patch) if size >= patch else (size - patch, 0)
@@ -62,17 +111,31 @@ def choose_patch_start(
     rng: np.random.Generator,
     locations: Mapping[int, np.ndarray] | None = None,
     fg_fraction: float = 0.0,
+    *,
+    components: ComponentLocations | None = None,
 ) -> tuple[tuple[int, ...], int | None]:
-    """Patch start (integer per axis) and the class it was centred on (None: uniform random start).
+    """Patch start (integer per axis) and the class (or, with ``components``, the component) it was
+    centred on (None: uniform random start).
 
     With probability ``fg_fraction`` (and when some class has voxels) a class is chosen uniformly
     among the classes present -- so rare classes are seen as often as common ones -- then one of
     its voxels, and the patch is centred on it (moved inwards at the volume edge; the voxel stays
-    inside the patch). Otherwise the start is uniform over the allowed range.
+    inside the patch). With ``components`` (lesion-aware sampling) a connected component is chosen
+    uniformly instead, then one of its voxels, so small lesions are centred as often as large
+    ones. Otherwise the start is uniform over the allowed range.
     """
     forced = None
     start: list[int] | None = None
-    if rng.random() < fg_fraction and locations:
+    if components is not None:
+        if rng.random() < fg_fraction and components.n > 0:
+            forced = int(rng.integers(components.n))
+            lo_i, hi_i = int(components.starts[forced]), int(components.starts[forced + 1])
+            voxel = components.voxels[lo_i + int(rng.integers(hi_i - lo_i))]
+            start = []
+            for v, n, p in zip(voxel, shape, patch_size):
+                lo, hi = start_range(n, p)
+                start.append(int(np.clip(int(v) - (p - 1) // 2, lo, hi)))
+    elif rng.random() < fg_fraction and locations:
         present = sorted(k for k, v in locations.items() if len(v))
         if present:
             forced = present[int(rng.integers(len(present)))]
@@ -168,21 +231,25 @@ class SampleParams:
     spatial: SpatialParams
     intensity: IntensityParams = IntensityParams()
     forced_class: int | None = None
+    forced_component: int | None = None  # lesion-aware sampling: the component the patch is centred on
 
     def to_dict(self) -> dict:
         return {
             "spatial": self.spatial.to_dict(),
             "intensity": self.intensity.to_dict(),
             "forced_class": self.forced_class,
+            "forced_component": self.forced_component,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> SampleParams:
         forced = data.get("forced_class")
+        component = data.get("forced_component")
         return cls(
             spatial=SpatialParams.from_dict(data["spatial"]),
             intensity=IntensityParams.from_dict(data.get("intensity", {})),
             forced_class=None if forced is None else int(forced),
+            forced_component=None if component is None else int(component),
         )
 
 
@@ -220,6 +287,15 @@ class PatchSampler:
             raise ValueError(f"label_mode must be 'nearest' or 'linear', got {self.config.label_mode!r}")
         if not 0.0 <= self.config.fg_fraction <= 1.0:
             raise ValueError(f"fg_fraction must be in [0, 1], got {self.config.fg_fraction}")
+        if self.config.fg_sampling not in FG_SAMPLING:
+            raise ValueError(
+                f"augment.fg_sampling must be one of {FG_SAMPLING}, got {self.config.fg_sampling!r}"
+            )
+
+    @property
+    def by_component(self) -> bool:
+        """Lesion-aware foreground sampling (``augment.fg_sampling="component"``)."""
+        return self.config.fg_sampling == "component"
 
     @property
     def spatial_dims(self) -> int:
@@ -233,16 +309,28 @@ class PatchSampler:
         channels: int = 1,
         locations: Mapping[int, np.ndarray] | None = None,
         spacing_mm: Sequence[float] | None = None,
+        components: ComponentLocations | None = None,
     ) -> SampleParams:
-        """Draw the parameters of one patch from ``rng`` for a volume of spatial ``shape``."""
+        """Draw the parameters of one patch from ``rng`` for a volume of spatial ``shape``
+        (``components``: where the lesions are, for ``fg_sampling="component"``)."""
         cfg, d = self.config, self.spatial_dims
         shape = tuple(int(s) for s in shape[-d:])
         if locations is not None and self.classes is not None:
             locations = {k: v for k, v in locations.items() if k in self.classes and k != self.classes[0]}
-        start, forced = choose_patch_start(shape, self.patch_size, rng, locations, cfg.fg_fraction)
+        if self.by_component and components is None and cfg.fg_fraction > 0:
+            raise ValueError('augment.fg_sampling="component" needs the components (component_locations)')
+        start, centre = choose_patch_start(
+            shape,
+            self.patch_size,
+            rng,
+            locations,
+            cfg.fg_fraction,
+            components=components if self.by_component else None,
+        )
+        forced, component = (None, centre) if self.by_component else (centre, None)
         spacing = tuple(float(s) for s in spacing_mm) if spacing_mm is not None else (1.0,) * d
         if not self.augment:
-            return SampleParams(SpatialParams(start_vox=start), IntensityParams(), forced)
+            return SampleParams(SpatialParams(start_vox=start), IntensityParams(), forced, component)
 
         rotation: tuple[float, ...] = ()
         if rng.random() < cfg.p_rotate and cfg.rotate_deg > 0:
@@ -283,7 +371,7 @@ class PatchSampler:
             noise_std = float(rng.uniform(*cfg.noise_std_range))
         noise_seed = int(rng.integers(2**31 - 1))
         intensity = IntensityParams(gamma, scale, shift, noise_std, noise_seed if noise_std > 0 else 0)
-        return SampleParams(spatial, intensity, forced)
+        return SampleParams(spatial, intensity, forced, component)
 
     def apply(
         self, image: np.ndarray | None, label: np.ndarray | None, params: SampleParams
@@ -312,11 +400,20 @@ class PatchSampler:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Draw parameters and cut the patch. Without ``locations`` they are computed from ``label``
         (pass cached ones for large volumes)."""
-        if locations is None and label is not None and self.config.fg_fraction > 0:
+        components = None
+        if label is not None and self.config.fg_fraction > 0:
             fg_classes = None if self.classes is None else self.classes[1:]
-            locations = class_locations(label, fg_classes)
+            if self.by_component:
+                components = component_locations(label, fg_classes)
+            elif locations is None:
+                locations = class_locations(label, fg_classes)
         params = self.draw(
-            rng, image.shape[1:], channels=image.shape[0], locations=locations, spacing_mm=spacing_mm
+            rng,
+            image.shape[1:],
+            channels=image.shape[0],
+            locations=locations,
+            spacing_mm=spacing_mm,
+            components=components,
         )
         return self.apply(image, label, params)
 
