@@ -372,12 +372,21 @@ def _count_lesion_voxels(lesions: list[Lesion], label: np.ndarray, s: float) -> 
         les.voxels = int(np.isin(box, les.labels).sum())
 
 
-def _acquire(rng: np.random.Generator, channels: np.ndarray, brain_frac: np.ndarray, s: float) -> np.ndarray:
-    """Bias field per channel, Rician noise, skull stripping, scaled to integer values."""
+def _acquire(
+    rng: np.random.Generator,
+    channels: np.ndarray,
+    brain_frac: np.ndarray,
+    s: float,
+    *,
+    bias_sigma_vox: float | None = None,
+) -> np.ndarray:
+    """Bias field per channel (smoothness ``bias_sigma_vox``, default 25 mm), Rician noise, skull
+    stripping, scaled to integer values."""
     shape = brain_frac.shape
     image = np.empty((4, *shape), np.float32)
+    sigma_vox = 25.0 / s if bias_sigma_vox is None else bias_sigma_vox
     for c in range(4):
-        bias = np.exp(0.12 * _smooth_noise(rng, shape, 25.0 / s)).astype(np.float32)
+        bias = np.exp(0.12 * _smooth_noise(rng, shape, sigma_vox)).astype(np.float32)
         signal = channels[c] * bias * brain_frac
         sigma = rng.uniform(0.015, 0.03)
         noisy = np.sqrt(
@@ -531,7 +540,9 @@ def make_small_lesion_case(
         placed.append((v, diameter / 2))
         lesions.append(Lesion("small", tuple(centre_world), tuple(centre_vox), diameter, [value]))
     _count_lesion_voxels(lesions, canvas.label, s)
-    image = _acquire(rng, canvas.channels, head.brain_frac, s)
+    # a field of view smaller than the bias field's wavelength: a periodic field that smooth is almost
+    # constant, and normalising it to unit deviation would blow it up; a quarter of the view is smooth enough
+    image = _acquire(rng, canvas.channels, head.brain_frac, s, bias_sigma_vox=min(25.0 / s, min(shape) / 4))
     canvas.label[~head.brain] = 0
     return PhantomCase(case_id, image, canvas.label, head.affine, (s, s, s), lesions)
 
