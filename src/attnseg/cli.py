@@ -580,7 +580,24 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small-lesion-mm", type=float, default=5.0, help="small-lesion diameter (default 5 mm)")
     p.add_argument("--demo-train", type=int, default=16, help="phantom training cases (default 16)")
     p.add_argument("--demo-test", type=int, default=8, help="phantom held-out cases (default 8)")
-    p.add_argument("--demo-shape", type=int, nargs=3, default=[48, 48, 40], help="phantom size in voxels")
+    p.add_argument(
+        "--demo-shape",
+        type=int,
+        nargs=3,
+        default=None,
+        help="phantom size in voxels (default 48 48 40; 64 64 64 with --small-lesions)",
+    )
+    p.add_argument(
+        "--demo-spacing",
+        type=float,
+        default=None,
+        help="phantom voxel size in mm (default 2.5; 1 with --small-lesions)",
+    )
+    p.add_argument(
+        "--small-lesions",
+        action="store_true",
+        help="demo data from the phantom's small-lesion mode (lesions of 2-10 mm, 4-8 per case; attnseg demo-data --small-lesions)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip report.html")
     p.add_argument("--no-figures", action="store_true", help="report without example-case figures")
     p.add_argument("--overwrite", action="store_true", help="replace a previous comparison in --out")
@@ -588,8 +605,13 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 def _compare_run(args: argparse.Namespace) -> int:
     """Train UNet and AttentionUNet identically, evaluate both on the same held-out cases, paired tests."""
+    from attnseg import phantom
     from attnseg.experiments.compare import CompareSettings, compare
 
+    if args.small_lesions and args.data:
+        from attnseg.errors import ConfigError
+
+        raise ConfigError("--small-lesions makes phantom data; give it without DATA")
     if args.demo and args.data:
         from attnseg.errors import ConfigError
 
@@ -608,7 +630,11 @@ def _compare_run(args: argparse.Namespace) -> int:
         figures=not args.no_figures,
         demo_train=args.demo_train,
         demo_test=args.demo_test,
-        demo_shape=tuple(args.demo_shape),
+        demo_shape=tuple(
+            args.demo_shape or (phantom.SMALL_LESION_SHAPE if args.small_lesions else (48, 48, 40))
+        ),
+        demo_spacing_mm=args.demo_spacing or (phantom.SMALL_LESION_SPACING_MM if args.small_lesions else 2.5),
+        demo_small_lesions=phantom.SmallLesionSettings() if args.small_lesions else None,
     )
     compare(
         args.data,

@@ -5,6 +5,7 @@ The paired statistics it uses are tested in tests/metrics/test_stats.py."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -260,3 +261,68 @@ def test_2d_slices_are_held_out_and_tested_by_patient(tmp_path):
     assert "foregroundDice" not in result.text  # a long target name keeps its own column
     header = (out / "compare.csv").read_text().splitlines()[0].split(",")
     assert header[header.index("dice") + 1] == "volume_dice"
+
+
+def test_size_bin_table_recomputed_from_per_case_counts(tiny):
+    out, result, logs = tiny
+    saved = json.loads((out / "compare.json").read_text())
+    rows = saved["size_bins"]
+    bins = ["lt3mm", "3to5mm", "5to10mm", "ge10mm"]
+    assert [(r["target"], r["bin"]) for r in rows] == [(t, b) for t in ("WT", "TC", "ET") for b in bins]
+    per_case = saved["per_case"]  # model -> seed -> case -> target -> metric (one seed here)
+    cases = saved["held_out"]["cases"]
+    for r in rows:
+        t, b = r["target"], r["bin"]
+        total = [per_case["unet"]["0"][c][t][f"n_truth_{b}"] for c in cases]
+        assert total == [per_case["attention_unet"]["0"][c][t][f"n_truth_{b}"] for c in cases]  # same truth
+        assert r["lesions"] == sum(total)
+        fp = {m: [per_case[m]["0"][c][t][f"n_fp_{b}"] for c in cases] for m in ("unet", "attention_unet")}
+        assert r["fp_per_case_a"] == pytest.approx(np.mean(fp["unet"]))
+        assert r["fp_per_case_b"] == pytest.approx(np.mean(fp["attention_unet"]))
+        if sum(total) == 0:
+            assert r["rate_a"] is None and r["p_value"] is None
+            continue
+        det = {
+            m: [per_case[m]["0"][c][t][f"n_detected_{b}"] for c in cases] for m in ("unet", "attention_unet")
+        }
+        assert r["rate_a"] == pytest.approx(sum(det["unet"]) / sum(total))
+        assert r["rate_b"] == pytest.approx(sum(det["attention_unet"]) / sum(total))
+        assert r["rate_diff"] == pytest.approx(r["rate_b"] - r["rate_a"])
+        assert r["ci_a_low"] <= r["rate_a"] <= r["ci_a_high"] and r["ci_low"] <= r["rate_diff"] + 1e-12
+        assert r["n"] == sum(1 for v in total if v > 0) and 0.0 <= r["p_value"] <= 1.0
+    # the phantom has lesions under 5 mm: at least one small bin is measured on real counts
+    assert any(r["lesions"] > 0 for r in rows if r["bin"] in ("lt3mm", "3to5mm"))
+    with open(out / "size_bins.csv", newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [(r["target"], r["bin"]) for r in csv_rows] == [(r["target"], r["bin"]) for r in rows]
+    printed = "\n".join(logs)
+    assert "detection by lesion size" in printed and "3-5 mm" in printed and ">= 10 mm" in printed
+
+
+def test_small_lesion_demo_data_for_compare(tmp_path):
+    from attnseg import phantom
+    from attnseg.experiments.compare import _demo_data
+
+    s = CompareSettings(
+        demo_train=1,
+        demo_test=1,
+        demo_shape=(32, 32, 32),
+        demo_spacing_mm=1.0,
+        demo_small_lesions=phantom.SmallLesionSettings(lesions=(2, 2)),
+    )
+    train, test = _demo_data(tmp_path, s, lambda _: None)
+    record = json.loads((train / "phantom.json").read_text())
+    assert (
+        record["mode"] == "small_lesions" and record["spacing_mm"] == 1.0 and record["shape"] == [32, 32, 32]
+    )
+    assert json.loads((test / "phantom.json").read_text())["seed"] == 1000
+    mtime = (train / "phantom.json").stat().st_mtime_ns
+    _demo_data(tmp_path, s, lambda _: None)  # same settings: reused
+    assert (train / "phantom.json").stat().st_mtime_ns == mtime
+    other = dataclasses.replace(s, demo_small_lesions=phantom.SmallLesionSettings(lesions=(3, 3)))
+    _demo_data(tmp_path, other, lambda _: None)  # other lesion settings: rewritten
+    record = json.loads((train / "phantom.json").read_text())
+    assert record["small_lesions"]["lesions"] == [3, 3]
+    default = dataclasses.replace(s, demo_small_lesions=None, demo_spacing_mm=4.0)
+    _demo_data(tmp_path, default, lambda _: None)  # the default phantom: rewritten
+    assert json.loads((train / "phantom.json").read_text())["mode"] == "default"

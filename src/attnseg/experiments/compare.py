@@ -14,6 +14,11 @@ compared case by case:
   sensitivity, false positives (FP voxels, FP components, FPR), lesion-wise sensitivity and precision
   and the small-lesion detection rate (truth lesions with an equivalent diameter under 5 mm that
   the prediction touches), the lesion counts pooled over cases;
+- per class/region and lesion size bin (< 3, 3-5, 5-10, >= 10 mm by equivalent diameter,
+  ``attnseg.metrics.lesions``): both models' detection rates pooled over cases with bootstrap 95%
+  CIs, their difference with a paired bootstrap CI and the Wilcoxon test on the per-case detected
+  counts, and the false-positive components per case of that size
+  (``attnseg.metrics.stats.paired_rate_statistics``);
 - per model: parameters, training time and iterations, inference time per case;
 - per metric: the mean paired difference (attention - plain) with a bootstrap 95% CI and the
   two-sided Wilcoxon signed-rank p-value over cases (``attnseg.metrics.stats.paired_statistics``,
@@ -34,6 +39,7 @@ Output folder::
     OUT/eval/<model>/               metrics_per_case.csv, summary.json (per case, averaged over seeds)
     OUT/compare.csv                 the table: one row per model and class/region
     OUT/paired.csv                  the paired tests: one row per class/region and metric
+    OUT/size_bins.csv               detection per lesion size bin: one row per class/region and bin
     OUT/compare.json                everything above plus settings, per-case values and timings
     OUT/report.html                 the HTML report (compare mode), when ``report``
     OUT/data/, OUT/test/            phantom data (demo only)
@@ -66,7 +72,14 @@ from attnseg.io.atomic import atomic_write_text
 from attnseg.io.images2d import save_mask2d
 from attnseg.io.nifti import save_image
 from attnseg.metrics.evaluate import evaluate_case, per_case_csv, pooled_metrics, summarize
-from attnseg.metrics.stats import group_values, higher_is_better, mean_over_runs, paired_statistics
+from attnseg.metrics.lesions import size_bin_keys
+from attnseg.metrics.stats import (
+    group_values,
+    higher_is_better,
+    mean_over_runs,
+    paired_rate_statistics,
+    paired_statistics,
+)
 from attnseg.metrics.surface_dice import DEFAULT_NSD_TOLERANCES_MM, nsd_key
 from attnseg.training.loop import TrainResult
 from attnseg.training.run import load_run_config, train
@@ -130,6 +143,16 @@ PRINTED_VOXEL_METRICS: tuple[str, ...] = (
 PAIRED_COLUMNS = (
     "target", "metric", "unit", "higher_is_better", "n", "n_nonzero", "mean_a", "mean_b", "mean_diff",
     "ci_low", "ci_high", "wilcoxon_statistic", "p_value", "min_p", "b_better", "b_worse",
+)  # fmt: skip
+
+#: Columns of size_bins.csv, one row per class/region and lesion size bin: the truth lesions and the
+#: cases holding them, both models' pooled detection rates with bootstrap CIs, the difference (B - A)
+#: with its paired CI and Wilcoxon p over cases, and false-positive components of that size per case.
+SIZE_BIN_COLUMNS = (
+    "target", "bin", "unit", "n", "lesions", "detected_a", "detected_b", "rate_a", "ci_a_low", "ci_a_high",
+    "rate_b", "ci_b_low", "ci_b_high", "rate_diff", "ci_low", "ci_high", "wilcoxon_statistic", "p_value",
+    "n_nonzero", "min_p", "b_better", "b_worse", "fp_per_case_a", "fp_per_case_b", "fp_diff", "fp_ci_low",
+    "fp_ci_high", "fp_p_value",
 )  # fmt: skip
 
 #: Table columns that are means over cases (the others pool lesion counts over cases).
@@ -203,7 +226,9 @@ class CompareSettings:
     layout records patients), seeded by ``split_seed``. ``seeds``: one training run per model and
     seed; paired tests use each case's value averaged over seeds. When the held-out cases are
     slices of patients (the layout records groups), the paired unit is the patient (``group_values``),
-    since slices of one patient are not independent. ``infer_batch_size``: sliding-window batch
+    since slices of one patient are not independent. ``demo_small_lesions``: the demo data are the
+    phantom's small-lesion mode with these settings (give ``demo_shape`` and ``demo_spacing_mm``
+    for it, e.g. 64^3 at 1 mm). ``infer_batch_size``: sliding-window batch
     (None: 2 windows in 3D, 16 in 2D), the same for both models."""
 
     seeds: tuple[int, ...] = (0,)
@@ -225,6 +250,7 @@ class CompareSettings:
     demo_shape: tuple[int, int, int] = (48, 48, 40)
     demo_spacing_mm: float = 2.5
     demo_seed: int = 0
+    demo_small_lesions: phantom.SmallLesionSettings | None = None  # the small-lesion phantom instead
 
 
 @dataclass
@@ -280,6 +306,7 @@ class PairedTables:
     unit_ids: list[str]
     averaged: dict[str, dict[str, dict[str, dict[str, float]]]]
     units: dict[str, dict[str, dict[str, dict[str, float]]]]
+    size_bins: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -320,7 +347,10 @@ def _check_user_overrides(overrides: Sequence[str]) -> None:
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
-    previous = [out / n for n in ("runs", "eval", "compare.json", "compare.csv", "paired.csv", "report.html")]
+    previous = [
+        out / n
+        for n in ("runs", "eval", "compare.json", "compare.csv", "paired.csv", "size_bins.csv", "report.html")
+    ]
     if any(p.exists() for p in previous):
         if not overwrite:
             raise ConfigError(f"{out}: holds a previous comparison; pass --overwrite or another --out")
@@ -342,10 +372,12 @@ def _demo_data(out: Path, s: CompareSettings, log: Callable[[str], None]) -> tup
         if record.is_file():
             try:
                 saved = json.loads(record.read_text())
+                small = None if s.demo_small_lesions is None else s.demo_small_lesions.to_dict()
                 same = (
                     saved.get("seed") == seed
                     and saved.get("shape") == list(s.demo_shape)
                     and saved.get("spacing_mm") == float(s.demo_spacing_mm)
+                    and saved.get("small_lesions") == small
                     and len(saved.get("cases", {})) == n
                 )
             except (OSError, json.JSONDecodeError):
@@ -353,10 +385,18 @@ def _demo_data(out: Path, s: CompareSettings, log: Callable[[str], None]) -> tup
         if not same:
             if folder.exists():
                 shutil.rmtree(folder)
-            phantom.write_phantom_dataset(folder, n, seed, shape=s.demo_shape, spacing_mm=s.demo_spacing_mm)
+            phantom.write_phantom_dataset(
+                folder,
+                n,
+                seed,
+                shape=s.demo_shape,
+                spacing_mm=s.demo_spacing_mm,
+                small_lesions=s.demo_small_lesions,
+            )
         paths.append(folder)
+    mode = "" if s.demo_small_lesions is None else "small-lesion "
     log(
-        f"phantom data: {s.demo_train} training cases in {paths[0]}, {s.demo_test} held-out cases in {paths[1]} "
+        f"{mode}phantom data: {s.demo_train} training cases in {paths[0]}, {s.demo_test} held-out cases in {paths[1]} "
         f"({'x'.join(map(str, s.demo_shape))} voxels at {s.demo_spacing_mm:g} mm)"
     )
     return paths[0], paths[1]
@@ -406,7 +446,9 @@ def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for r in rows:
-        writer.writerow([repr(r[c]) if isinstance(r[c], float) else r[c] for c in columns])
+        writer.writerow(
+            [repr(r[c]) if isinstance(r[c], float) else ("" if r[c] is None else r[c]) for c in columns]
+        )
     atomic_write_text(path, buf.getvalue())
 
 
@@ -609,7 +651,53 @@ def paired_tables(
                 seed=0,
             )
             paired.append({"target": t, "metric": metric, "unit": unit, "higher_is_better": higher, **st})
-    return PairedTables(models, table, paired, unit, unit_ids, averaged, units)
+    size_bins = size_bin_tables(units, names, unit_ids, list(scores.targets), unit, s.n_boot)
+    return PairedTables(models, table, paired, unit, unit_ids, averaged, units, size_bins)
+
+
+def size_bin_tables(
+    units: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
+    names: Sequence[str],
+    unit_ids: Sequence[str],
+    targets: Sequence[str],
+    unit: str = "case",
+    n_boot: int = 10000,
+) -> list[dict[str, Any]]:
+    """Per target and lesion size bin (``SIZE_BIN_COLUMNS``): detection rates of both models with
+    bootstrap CIs, the paired difference and its Wilcoxon test over units (``paired_rate_statistics``
+    on the per-unit detected counts, already averaged over seeds), and the false-positive components
+    of the bin per unit (``paired_statistics`` on ``n_fp_<bin>``). A bin with no truth lesion in any
+    unit gets no detection numbers (None), only its false positives."""
+    a, b = names
+    rows: list[dict[str, Any]] = []
+    if not unit_ids:
+        return rows
+    for t in targets:
+        for bin_ in size_bin_keys(list(units[a][unit_ids[0]][t])):
+            col = {k: f"{k}_{bin_}" for k in ("n_truth", "n_detected", "n_fp")}
+            total = [units[a][u][t][col["n_truth"]] for u in unit_ids]
+            row: dict[str, Any] = dict.fromkeys(SIZE_BIN_COLUMNS)
+            row.update(target=t, bin=bin_, unit=unit, n=0, lesions=float(sum(total)))
+            if sum(total) > 0:
+                det = {m: [units[m][u][t][col["n_detected"]] for u in unit_ids] for m in names}
+                row.update(paired_rate_statistics(det[a], det[b], total, n_boot=n_boot, seed=0))
+            fp = paired_statistics(
+                [units[a][u][t][col["n_fp"]] for u in unit_ids],
+                [units[b][u][t][col["n_fp"]] for u in unit_ids],
+                higher_is_better=False,
+                n_boot=n_boot,
+                seed=0,
+            )
+            row.update(
+                fp_per_case_a=fp["mean_a"],
+                fp_per_case_b=fp["mean_b"],
+                fp_diff=fp["mean_diff"],
+                fp_ci_low=fp["ci_low"],
+                fp_ci_high=fp["ci_high"],
+                fp_p_value=fp["p_value"],
+            )
+            rows.append(row)
+    return rows
 
 
 def _model_summary(name: str, results: Sequence[TrainResult], scores: HeldOutScores) -> dict[str, Any]:
@@ -646,7 +734,12 @@ def write_outputs(
         table_cols.insert(table_cols.index("dice") + 1, "volume_dice")
     _write_csv(out / "compare.csv", tables.table, table_cols)
     _write_csv(out / "paired.csv", tables.paired, PAIRED_COLUMNS)
-    files = {"csv": str(out / "compare.csv"), "paired": str(out / "paired.csv")}
+    _write_csv(out / "size_bins.csv", tables.size_bins, SIZE_BIN_COLUMNS)
+    files = {
+        "csv": str(out / "compare.csv"),
+        "paired": str(out / "paired.csv"),
+        "size_bins": str(out / "size_bins.csv"),
+    }
     text = format_table(
         tables.table,
         tables.paired,
@@ -657,6 +750,8 @@ def write_outputs(
         tables.unit,
         len(tables.unit_ids),
     )
+    if tables.size_bins:
+        text += "\n" + format_size_bins(tables.size_bins, tables.unit, len(tables.unit_ids))
     text += "\n" + format_case_deltas(tables.units, names, tables.unit_ids, list(scores.targets), tables.unit)
     report_path = _report(plan, eval_dirs, tables.paired, log) if s.report else None
     if report_path is not None:
@@ -727,6 +822,7 @@ def _payload(plan: ComparePlan, scores: HeldOutScores, tables: PairedTables, tex
         "identical_except": ["model.name"],
         "table": tables.table,
         "paired": tables.paired,
+        "size_bins": tables.size_bins,
         "per_case": {n: {str(seed): scores.per_case[n][seed] for seed in s.seeds} for n in names},
         "wall_s": time.perf_counter() - plan.started,
         "text": text,
@@ -914,6 +1010,61 @@ def _signed(value: float, metric: str) -> str:
     return f"{value:+.3f}"
 
 
+def format_size_bins(
+    rows: Sequence[Mapping[str, Any]], unit: str = "case", n_units: int | None = None
+) -> str:
+    """The size-bin table: per class/region and bin, both models' detected/total (rate and its
+    bootstrap 95% CI), the rate difference (B - A) with its paired CI and the Wilcoxon p over units,
+    and false-positive components of that size per unit (A, B, p)."""
+    (_, da), (_, db) = MODELS
+    units = f"{unit}s" if unit != "case" else "cases"
+    tw = max(7, *(len(str(r["target"])) + 1 for r in rows))
+    head = (
+        f"{'target':<{tw}}{'lesion size':<12}{da + ' detected':>26}{db + ' detected':>30}"
+        f"{'diff (B-A)':>12}  {'95% CI':<17}{'p':>7}  {'FP/' + unit + ' A':>9}{'B':>6}{'p':>7}"
+    )
+    lines = [
+        "detection by lesion size (equivalent diameter), pooled over " + units + ":",
+        head,
+        "-" * len(head),
+    ]
+    last = None
+    for r in rows:
+        size = _bin_label(r["bin"])
+        first = r["target"] != last
+        last = r["target"]
+        line = f"{r['target'] if first else '':<{tw}}{size:<12}"
+        if r["rate_a"] is None:
+            line += f"{'no lesion':>26}{'no lesion':>30}{'':>12}  {'':<17}{'':>7}"
+        else:
+            cell_a = f"{r['detected_a']:.1f}/{r['lesions']:.0f} {r['rate_a']:.2f} [{r['ci_a_low']:.2f}, {r['ci_a_high']:.2f}]"
+            cell_b = f"{r['detected_b']:.1f}/{r['lesions']:.0f} {r['rate_b']:.2f} [{r['ci_b_low']:.2f}, {r['ci_b_high']:.2f}]"
+            ci = f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+            line += f"{cell_a:>26}{cell_b:>30}{r['rate_diff']:>+12.2f}  {ci:<17}{r['p_value']:>7.3f}"
+        line += f"  {r['fp_per_case_a']:>9.2f}{r['fp_per_case_b']:>6.2f}{r['fp_p_value']:>7.3f}"
+        lines.append(line)
+    lines += [
+        "-" * len(head),
+        f"detected: truth lesions of that size touched by the prediction, mean over seeds, summed over {units};",
+        f"CI: percentile bootstrap over the {units} holding such lesions (the difference resamples the same "
+        f"{units} for both models);",
+        f"p: two-sided Wilcoxon signed-rank test on the per-{unit} differences in detected lesions. "
+        "FP: false-positive components of that size (their own equivalent diameter) per "
+        f"{unit}, with the Wilcoxon p of the paired difference.",
+    ]
+    return "\n".join(lines)
+
+
+def _bin_label(name: str) -> str:
+    """``lt3mm`` -> ``< 3 mm``, ``3to5mm`` -> ``3-5 mm``, ``ge10mm`` -> ``>= 10 mm``."""
+    core = name[:-2]
+    if core.startswith("lt"):
+        return f"< {core[2:]} mm"
+    if core.startswith("ge"):
+        return f">= {core[2:]} mm"
+    return core.replace("to", "-") + " mm"
+
+
 def format_case_deltas(
     values: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]],
     names: Sequence[str],
@@ -950,6 +1101,8 @@ __all__ = [
     "budget_overrides",
     "compare",
     "config_differences",
+    "format_size_bins",
     "format_table",
+    "size_bin_tables",
     "table_row",
 ]
