@@ -135,3 +135,27 @@ def test_rate_interval_and_paired_rates_by_hand():
     assert 0.0 <= st["ci_low"] <= 0.5 <= st["ci_high"] <= 1.0
     with pytest.raises(ValueError, match="no case has a lesion"):
         bootstrap_rate_ci([0, 0], [0, 0])
+
+
+@pytest.mark.data
+def test_real_brats_enhancing_foci_by_size():
+    """The counts docs/compare.md quotes: BraTS 2018 ET components by equivalent diameter (26-connected)."""
+    from tests.conftest import shared_dataset
+
+    from attnseg.io.nifti import load_label
+
+    root = shared_dataset("brats2018_flair_t1_wt")
+    counts = {}
+    for case in ("Brats18_2013_3_1", "Brats18_CBICA_AQN_1", "Brats18_TCIA01_425_1", "Brats18_TCIA02_370_1"):
+        label, meta = load_label(root / case / f"{case}_seg.nii.gz")
+        et = label == 4
+        m = lesion_metrics(et, et, meta.spacing_mm)
+        counts[case] = tuple(int(m[f"n_truth_{b}"]) for b in ("lt3mm", "3to5mm", "5to10mm", "ge10mm"))
+        match = match_lesions(et, et, meta.spacing_mm)
+        assert int(m["n_small_lesions"]) == int(np.sum(match.truth_diameter_mm < 5.0))
+    assert counts == {
+        "Brats18_2013_3_1": (7, 0, 0, 1),
+        "Brats18_CBICA_AQN_1": (3, 0, 0, 1),
+        "Brats18_TCIA01_425_1": (2, 0, 0, 1),
+        "Brats18_TCIA02_370_1": (1, 2, 0, 1),
+    }

@@ -395,3 +395,32 @@ def test_report_in_headless_chromium(tmp_path):
     plain.write_text('<!DOCTYPE html><html><body><img src="https://example.invalid/y.png"></body></html>')
     _chromium(["--dump-dom", plain.resolve().as_uri()], tmp_path, "plain")
     assert _page_requests(tmp_path / "plain.netlog.json") == ["https://example.invalid/y.png"]
+
+
+def test_lesion_size_table_sums_the_csv_counts(tmp_path):
+    """Two cases, one target: truth lesions, detected and false positives per bin, summed by hand."""
+    bins = ("lt3mm", "3to5mm", "5to10mm", "ge10mm")
+    header = [
+        "case_id",
+        "target",
+        "dice",
+        *(f"{c}_{b}" for b in bins for c in ("n_truth", "n_detected", "n_fp")),
+    ]
+    counts = {  # case -> bin -> (truth, detected, fp)
+        "case_0": {"lt3mm": (2, 0, 1), "3to5mm": (1, 1, 0), "5to10mm": (0, 0, 0), "ge10mm": (1, 1, 0)},
+        "case_1": {"lt3mm": (1, 1, 2), "3to5mm": (2, 1, 1), "5to10mm": (0, 0, 0), "ge10mm": (0, 0, 0)},
+    }
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    with open(folder / "metrics_per_case.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        for case, per_bin in counts.items():
+            w.writerow([case, "1", "0.5", *(repr(float(v)) for b in bins for v in per_bin[b])])
+    out = build_report(folder, tmp_path / "r.html")
+    table = parse(out).tables["size-bin-table"]
+    rows = {attrs["data-bin"]: [text for _, text in cells] for attrs, cells in table["rows"]}
+    assert rows["lt3mm"][2:] == ["1/3 (0.33)", "1.50"]
+    assert rows["3to5mm"][2:] == ["2/3 (0.67)", "0.50"]
+    assert rows["5to10mm"][2:] == ["no lesion", "0.00"]
+    assert rows["ge10mm"][1:] == ["≥ 10 mm", "1/1 (1.00)", "0.00"]

@@ -9,7 +9,9 @@ prediction and truth folders). Every number in the tables is computed from the C
 cell keeps the CSV's exact text in ``data-value`` (so sorting is numeric and a test can check each
 row against the CSV).
 
-Sections: summary per class/region (mean ± sample std, median), the sortable per-case table, box
+Sections: summary per class/region (mean ± sample std, median), lesion detection by size (per size
+bin: truth lesions, detected, rate pooled over cases, false-positive components per case, from the
+CSV's ``n_truth_<bin>``/``n_detected_<bin>``/``n_fp_<bin>`` counts), the sortable per-case table, box
 plots of Dice and HD95, and the best, median and worst cases (by the mean Dice over targets) drawn
 with the truth, the prediction and, when the model is given, every attention gate's map. A
 comparison adds the paired table: per target and metric, both means, the mean paired difference
@@ -39,6 +41,7 @@ from attnseg import __version__
 from attnseg.datasets import discover
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text
+from attnseg.metrics.lesions import size_bin_keys
 from attnseg.metrics.stats import higher_is_better, paired_statistics
 from attnseg.viz.figures import _pyplot, figure_png
 from attnseg.viz.visualize import case_figure_maker
@@ -412,6 +415,54 @@ def _summary_table(evaluation: Evaluation, table_id: str) -> str:
     )
 
 
+def _size_bin_label(name: str) -> str:
+    """``lt3mm`` -> ``< 3 mm``, ``3to5mm`` -> ``3-5 mm``, ``ge10mm`` -> ``≥ 10 mm``."""
+    core = name[:-2]
+    if core.startswith(("lt", "ge")):
+        return f"{'<' if core.startswith('lt') else '≥'} {core[2:]} mm"
+    return core.replace("to", "-") + " mm"
+
+
+def _size_bin_table(evaluations: Sequence[Evaluation], table_id: str) -> str | None:
+    """Lesion detection by size, one row per target and size bin, one column group per evaluation:
+    detected / truth lesions (rate), pooled over cases, and false-positive components per case. None
+    when the CSV has no size-bin counts."""
+    first = evaluations[0]
+    bins = size_bin_keys(first.metrics)
+    if not bins:
+        return None
+    head = "".join(
+        f"<th>{_e(ev.name or 'detected')}{' detected' if ev.name else ''}</th><th>FP / case</th>"
+        for ev in evaluations
+    )
+    body = []
+    for t in first.targets:
+        for b in bins:
+            cells = []
+            for ev in evaluations:
+                n = sum(ev.values(t, f"n_truth_{b}").values())
+                det = sum(ev.values(t, f"n_detected_{b}").values())
+                fp = ev.values(t, f"n_fp_{b}")
+                fp_mean = sum(fp.values()) / len(fp) if fp else 0.0
+                rate = f"{det:g}/{n:g} ({det / n:.2f})" if n else "no lesion"
+                cells.append(
+                    f'<td data-value="{(det / n) if n else float("nan")!r}">{_e(rate)}</td>'
+                    f'<td data-value="{fp_mean!r}">{fp_mean:.2f}</td>'
+                )
+            body.append(
+                f'<tr data-target="{_e(t)}" data-bin="{_e(b)}"><td class="text">{_e(t)}</td>'
+                f'<td class="text">{_e(_size_bin_label(b))}</td>{"".join(cells)}</tr>'
+            )
+    return (
+        f'<div class="table-wrap"><table id="{table_id}" class="summary"><thead><tr><th>target</th>'
+        f"<th>lesion size</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+        '<p class="note">Lesions: connected components, sized by equivalent diameter (the sphere of the '
+        "same volume). Detected: truth lesions the prediction touches, summed over cases (rate in "
+        "brackets); FP / case: predicted components touching no truth lesion, sized by their own "
+        "diameter, per case.</p>"
+    )
+
+
 def _per_case_table(evaluation: Evaluation, table_id: str) -> str:
     metrics = _table_metrics(evaluation)
     head = "<th>case</th><th class='text'>target</th>" + "".join(f"<th>{_e(_label(m))}</th>" for m in metrics)
@@ -539,10 +590,11 @@ def build_report(
     """
     ev = evaluation if isinstance(evaluation, Evaluation) else read_evaluation(evaluation)
     title = title or f"Segmentation report: {ev.csv_path.parent.name}"
-    sections = [
-        ("summary", "Summary per class / region", _summary_table(ev, "summary-table")),
-        ("per-case", "Per-case metrics", _per_case_table(ev, "per-case-table")),
-    ]
+    sections = [("summary", "Summary per class / region", _summary_table(ev, "summary-table"))]
+    by_size = _size_bin_table([ev], "size-bin-table")
+    if by_size is not None:
+        sections.append(("lesion-size", "Lesion detection by size", by_size))
+    sections.append(("per-case", "Per-case metrics", _per_case_table(ev, "per-case-table")))
     plots = []
     for metric, name in (("dice", "Dice"), ("HD", "HD95")):
         png = _box_plot([ev], metric, f"{name} per case")
@@ -618,6 +670,9 @@ def build_compare_report(
         ("paired", "Paired comparison", _paired_table(rows, names[0], names[1], "paired-table")),
         ("summary", "Summary per class / region, side by side", side_by_side),
     ]
+    by_size = _size_bin_table([a, b], "size-bin-table")
+    if by_size is not None:
+        sections.append(("lesion-size", "Lesion detection by size", by_size))
     plots = []
     for metric, name in (("dice", "Dice"), ("HD", "HD95")):
         png = _box_plot([a, b], metric, f"{name} per case")
