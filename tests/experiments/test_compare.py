@@ -267,12 +267,23 @@ def test_size_bin_table_recomputed_from_per_case_counts(tiny):
     out, result, logs = tiny
     saved = json.loads((out / "compare.json").read_text())
     rows = saved["size_bins"]
-    bins = ["lt3mm", "3to5mm", "5to10mm", "ge10mm"]
+    bins = ["lt3mm", "3to5mm", "5to10mm", "ge10mm", "small_lt5mm"]  # the last: every lesion under 5 mm
     assert [(r["target"], r["bin"]) for r in rows] == [(t, b) for t in ("WT", "TC", "ET") for b in bins]
     per_case = saved["per_case"]  # model -> seed -> case -> target -> metric (one seed here)
     cases = saved["held_out"]["cases"]
     for r in rows:
         t, b = r["target"], r["bin"]
+        if b == "small_lt5mm":
+            total = [per_case["unet"]["0"][c][t]["n_small_lesions"] for c in cases]
+            lt = [per_case["unet"]["0"][c][t][f"n_truth_{k}"] for c in cases for k in ("lt3mm", "3to5mm")]
+            assert r["lesions"] == sum(total) == sum(lt) and r["fp_per_case_a"] is None
+            if sum(total):
+                det = [per_case["attention_unet"]["0"][c][t]["n_small_detected"] for c in cases]
+                assert r["rate_b"] == pytest.approx(sum(det) / sum(total))
+                missed_a = sum(total) - r["detected_a"]
+                if missed_a:
+                    assert r["fn_reduction"] == pytest.approx(1 - (sum(total) - sum(det)) / missed_a)
+            continue
         total = [per_case["unet"]["0"][c][t][f"n_truth_{b}"] for c in cases]
         assert total == [per_case["attention_unet"]["0"][c][t][f"n_truth_{b}"] for c in cases]  # same truth
         assert r["lesions"] == sum(total)
@@ -297,6 +308,7 @@ def test_size_bin_table_recomputed_from_per_case_counts(tiny):
     assert [(r["target"], r["bin"]) for r in csv_rows] == [(r["target"], r["bin"]) for r in rows]
     printed = "\n".join(logs)
     assert "detection by lesion size" in printed and "3-5 mm" in printed and ">= 10 mm" in printed
+    assert "all < 5 mm" in printed and "FN cut" in printed
 
 
 def test_small_lesion_demo_data_for_compare(tmp_path):

@@ -131,6 +131,7 @@ def test_rate_interval_and_paired_rates_by_hand():
     st = paired_rate_statistics([0, 1, 0, 0], [1, 1, 1, 0], [1, 2, 1, 0])
     assert st["n"] == 3 and st["lesions"] == 4
     assert st["rate_a"] == 0.25 and st["rate_b"] == 0.75 and st["rate_diff"] == 0.5
+    assert st["fn_reduction"] == pytest.approx(1 - 1 / 3)  # A misses 3 lesions, B 1
     assert st["b_better"] == 2 and st["b_worse"] == 0 and st["p_value"] == pytest.approx(0.5)  # 2 / 2^2
     assert 0.0 <= st["ci_low"] <= 0.5 <= st["ci_high"] <= 1.0
     with pytest.raises(ValueError, match="no case has a lesion"):

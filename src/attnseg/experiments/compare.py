@@ -150,7 +150,8 @@ PAIRED_COLUMNS = (
 #: with its paired CI and Wilcoxon p over cases, and false-positive components of that size per case.
 SIZE_BIN_COLUMNS = (
     "target", "bin", "unit", "n", "lesions", "detected_a", "detected_b", "rate_a", "ci_a_low", "ci_a_high",
-    "rate_b", "ci_b_low", "ci_b_high", "rate_diff", "ci_low", "ci_high", "wilcoxon_statistic", "p_value",
+    "rate_b", "ci_b_low", "ci_b_high", "rate_diff", "ci_low", "ci_high", "fn_reduction", "fn_reduction_ci_low",
+    "fn_reduction_ci_high", "wilcoxon_statistic", "p_value",
     "n_nonzero", "min_p", "b_better", "b_worse", "fp_per_case_a", "fp_per_case_b", "fp_diff", "fp_ci_low",
     "fp_ci_high", "fp_p_value",
 )  # fmt: skip
@@ -651,7 +652,9 @@ def paired_tables(
                 seed=0,
             )
             paired.append({"target": t, "metric": metric, "unit": unit, "higher_is_better": higher, **st})
-    size_bins = size_bin_tables(units, names, unit_ids, list(scores.targets), unit, s.n_boot)
+    size_bins = size_bin_tables(
+        units, names, unit_ids, list(scores.targets), unit, s.n_boot, s.small_lesion_diameter_mm
+    )
     return PairedTables(models, table, paired, unit, unit_ids, averaged, units, size_bins)
 
 
@@ -662,12 +665,15 @@ def size_bin_tables(
     targets: Sequence[str],
     unit: str = "case",
     n_boot: int = 10000,
+    small_mm: float | None = None,
 ) -> list[dict[str, Any]]:
     """Per target and lesion size bin (``SIZE_BIN_COLUMNS``): detection rates of both models with
     bootstrap CIs, the paired difference and its Wilcoxon test over units (``paired_rate_statistics``
     on the per-unit detected counts, already averaged over seeds), and the false-positive components
     of the bin per unit (``paired_statistics`` on ``n_fp_<bin>``). A bin with no truth lesion in any
-    unit gets no detection numbers (None), only its false positives."""
+    unit gets no detection numbers (None), only its false positives. With ``small_mm``, each target
+    ends with the row ``small`` (every lesion under ``small_mm``: ``n_small_lesions``,
+    ``n_small_detected``; no false-positive columns)."""
     a, b = names
     rows: list[dict[str, Any]] = []
     if not unit_ids:
@@ -696,6 +702,14 @@ def size_bin_tables(
                 fp_ci_high=fp["ci_high"],
                 fp_p_value=fp["p_value"],
             )
+            rows.append(row)
+        if small_mm is not None and "n_small_lesions" in units[a][unit_ids[0]][t]:
+            total = [units[a][u][t]["n_small_lesions"] for u in unit_ids]
+            row = dict.fromkeys(SIZE_BIN_COLUMNS)
+            row.update(target=t, bin=f"small_lt{small_mm:g}mm", unit=unit, n=0, lesions=float(sum(total)))
+            if sum(total) > 0:
+                det = {m: [units[m][u][t]["n_small_detected"] for u in unit_ids] for m in names}
+                row.update(paired_rate_statistics(det[a], det[b], total, n_boot=n_boot, seed=0))
             rows.append(row)
     return rows
 
@@ -1021,7 +1035,7 @@ def format_size_bins(
     tw = max(7, *(len(str(r["target"])) + 1 for r in rows))
     head = (
         f"{'target':<{tw}}{'lesion size':<12}{da + ' detected':>26}{db + ' detected':>30}"
-        f"{'diff (B-A)':>12}  {'95% CI':<17}{'p':>7}  {'FP/' + unit + ' A':>9}{'B':>6}{'p':>7}"
+        f"{'diff (B-A)':>12}  {'95% CI':<17}{'p':>7}  {'FN cut (B vs A)':<24}{'FP/' + unit + ' A':>9}{'B':>6}{'p':>7}"
     )
     lines = [
         "detection by lesion size (equivalent diameter), pooled over " + units + ":",
@@ -1035,14 +1049,21 @@ def format_size_bins(
         last = r["target"]
         line = f"{r['target'] if first else '':<{tw}}{size:<12}"
         if r["rate_a"] is None:
-            line += f"{'no lesion':>26}{'no lesion':>30}{'':>12}  {'':<17}{'':>7}"
+            line += f"{'no lesion':>26}{'no lesion':>30}{'':>12}  {'':<17}{'':>7}  {'':<24}"
         else:
             cell_a = f"{r['detected_a']:.1f}/{r['lesions']:.0f} {r['rate_a']:.2f} [{r['ci_a_low']:.2f}, {r['ci_a_high']:.2f}]"
             cell_b = f"{r['detected_b']:.1f}/{r['lesions']:.0f} {r['rate_b']:.2f} [{r['ci_b_low']:.2f}, {r['ci_b_high']:.2f}]"
             ci = f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
             line += f"{cell_a:>26}{cell_b:>30}{r['rate_diff']:>+12.2f}  {ci:<17}{r['p_value']:>7.3f}"
-        line += f"  {r['fp_per_case_a']:>9.2f}{r['fp_per_case_b']:>6.2f}{r['fp_p_value']:>7.3f}"
-        lines.append(line)
+            cut = (
+                "A misses none"
+                if r["fn_reduction"] is None
+                else f"{r['fn_reduction']:+.0%} [{r['fn_reduction_ci_low']:+.0%}, {r['fn_reduction_ci_high']:+.0%}]"
+            )
+            line += f"  {cut:<24}"
+        if r["fp_per_case_a"] is not None:
+            line += f"{r['fp_per_case_a']:>9.2f}{r['fp_per_case_b']:>6.2f}{r['fp_p_value']:>7.3f}"
+        lines.append(line.rstrip())
     lines += [
         "-" * len(head),
         f"detected: truth lesions of that size touched by the prediction, mean over seeds, summed over {units};",
@@ -1050,13 +1071,18 @@ def format_size_bins(
         f"{units} for both models);",
         f"p: two-sided Wilcoxon signed-rank test on the per-{unit} differences in detected lesions. "
         "FP: false-positive components of that size (their own equivalent diameter) per "
-        f"{unit}, with the Wilcoxon p of the paired difference.",
+        f"{unit}, with the Wilcoxon p of the paired difference. FN cut: 1 - missed by B / missed by A "
+        "(the share of A's false negatives B avoids; negative: B misses more) with its bootstrap CI. "
+        "'all <N mm': every lesion under the small-lesion size.",
     ]
     return "\n".join(lines)
 
 
 def _bin_label(name: str) -> str:
-    """``lt3mm`` -> ``< 3 mm``, ``3to5mm`` -> ``3-5 mm``, ``ge10mm`` -> ``>= 10 mm``."""
+    """``lt3mm`` -> ``< 3 mm``, ``3to5mm`` -> ``3-5 mm``, ``ge10mm`` -> ``>= 10 mm``,
+    ``small_lt5mm`` -> ``all < 5 mm``."""
+    if name.startswith("small_"):
+        return "all " + _bin_label(name[len("small_") :])
     core = name[:-2]
     if core.startswith("lt"):
         return f"< {core[2:]} mm"

@@ -244,7 +244,9 @@ def paired_rate_statistics(
 
     - ``rate_a``, ``rate_b``: pooled rates; ``ci_a_low``/``ci_a_high``, ``ci_b_low``/``ci_b_high``:
       their bootstrap intervals; ``rate_diff`` = ``rate_b - rate_a`` and ``ci_low``/``ci_high``: its
-      interval, resampling the same cases for both models;
+      interval, resampling the same cases for both models; ``fn_reduction`` = 1 - missed_b /
+      missed_a (the share of A's missed lesions that B does not miss; negative: B misses more) and
+      its interval from the same resamples (those where A misses something), None when A misses none;
     - ``p_value``, ``wilcoxon_statistic``, ``n_nonzero``, ``min_p``, ``b_better``, ``b_worse``: the
       Wilcoxon signed-rank test on the per-case differences ``detected_b - detected_a``
       (:func:`paired_statistics`); ``n`` cases, ``lesions`` in them.
@@ -260,6 +262,12 @@ def paired_rate_statistics(
     diffs = (db[idx].sum(axis=1) - da[idx].sum(axis=1)) / den
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(diffs, [alpha, 1.0 - alpha])
+    # relative reduction of missed lesions, 1 - missed_b / missed_a, on the same resamples
+    missed_a = tot[idx].sum(axis=1) - da[idx].sum(axis=1)
+    missed_b = tot[idx].sum(axis=1) - db[idx].sum(axis=1)
+    fnr = 1.0 - missed_b[missed_a > 0] / missed_a[missed_a > 0]
+    fnr_lo, fnr_hi = np.quantile(fnr, [alpha, 1.0 - alpha]) if fnr.size else (np.nan, np.nan)
+    total_missed_a = float(tot.sum() - da.sum())
     rate_a, a_lo, a_hi = bootstrap_rate_ci(da, tot, n_boot=n_boot, confidence=confidence, seed=seed)
     rate_b, b_lo, b_hi = bootstrap_rate_ci(db, tot, n_boot=n_boot, confidence=confidence, seed=seed)
     test = paired_statistics(da, db, higher_is_better=True, n_boot=1, seed=seed)
@@ -277,6 +285,9 @@ def paired_rate_statistics(
         "rate_diff": rate_b - rate_a,
         "ci_low": float(lo),
         "ci_high": float(hi),
+        "fn_reduction": 1.0 - float(tot.sum() - db.sum()) / total_missed_a if total_missed_a > 0 else None,
+        "fn_reduction_ci_low": float(fnr_lo) if total_missed_a > 0 else None,
+        "fn_reduction_ci_high": float(fnr_hi) if total_missed_a > 0 else None,
         **{
             k: test[k] for k in ("wilcoxon_statistic", "p_value", "n_nonzero", "min_p", "b_better", "b_worse")
         },
