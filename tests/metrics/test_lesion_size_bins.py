@@ -1,6 +1,7 @@
 """Lesion detection per size bin (< 3, 3-5, 5-10, >= 10 mm by equivalent diameter): spheres and
 boxes whose volumes, and so whose bins, are computed by hand."""
 
+import json
 import math
 
 import numpy as np
@@ -160,3 +161,45 @@ def test_real_brats_enhancing_foci_by_size():
         "Brats18_TCIA01_425_1": (2, 0, 0, 1),
         "Brats18_TCIA02_370_1": (1, 2, 0, 1),
     }
+
+
+def test_cli_size_bins_option(tmp_path, capsys):
+    from attnseg.cli import main
+    from attnseg.io.nifti import save_image
+
+    truth = np.zeros((20, 20, 20), np.uint8)
+    truth[sphere(truth.shape, (10, 10, 10), 2.0)] = 1  # 33 mm^3 at 1 mm: d = 3.98 mm
+    pred = np.zeros_like(truth)
+    pred[10, 10, 10] = 1
+    for folder, arr in (("pred", pred), ("truth", truth)):
+        save_image(
+            tmp_path / folder / "case.nii.gz", arr, affine=np.diag([1.0, 1.0, 1.0, 1.0]), dtype=np.uint8
+        )
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "pred"),
+                str(tmp_path / "truth"),
+                "--out",
+                str(out),
+                "--size-bins-mm",
+                "2,4",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "lesions 2to4mm" in printed and "1/1 detected" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["size_bins_mm"] == [2.0, 4.0]
+    assert (
+        summary["pooled"]["1"]["detection_rate_2to4mm"] == 1.0
+        and summary["pooled"]["1"]["n_truth_lt2mm"] == 0
+    )
+    header = (out / "metrics_per_case.csv").read_text().splitlines()[0].split(",")
+    assert {"n_truth_lt2mm", "n_detected_2to4mm", "n_fp_ge4mm"} <= set(header)
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--size-bins-mm", "4,2"]) == 2
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "truth"), "--size-bins-mm", "none"]) == 0
+    assert "lesions lt" not in capsys.readouterr().out
