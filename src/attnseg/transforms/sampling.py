@@ -105,6 +105,15 @@ def start_range(size: int, patch: int) -> tuple[int, int]:
     return (0, size - patch) if size >= patch else (size - patch, 0)
 
 
+def _centred_on(voxel: Sequence[int], shape: Sequence[int], patch_size: Sequence[int]) -> list[int]:
+    """The patch start that centres ``voxel``, moved inwards at the volume edge (the voxel stays inside)."""
+    start = []
+    for v, n, p in zip(voxel, shape, patch_size):
+        lo, hi = start_range(n, p)
+        start.append(int(np.clip(int(v) - (p - 1) // 2, lo, hi)))
+    return start
+
+
 def choose_patch_start(
     shape: Sequence[int],
     patch_size: Sequence[int],
@@ -131,19 +140,13 @@ def choose_patch_start(
             forced = int(rng.integers(components.n))
             lo_i, hi_i = int(components.starts[forced]), int(components.starts[forced + 1])
             voxel = components.voxels[lo_i + int(rng.integers(hi_i - lo_i))]
-            start = []
-            for v, n, p in zip(voxel, shape, patch_size):
-                lo, hi = start_range(n, p)
-                start.append(int(np.clip(int(v) - (p - 1) // 2, lo, hi)))
+            start = _centred_on(voxel, shape, patch_size)
     elif rng.random() < fg_fraction and locations:
         present = sorted(k for k, v in locations.items() if len(v))
         if present:
             forced = present[int(rng.integers(len(present)))]
             voxel = locations[forced][int(rng.integers(len(locations[forced])))]
-            start = []
-            for v, n, p in zip(voxel, shape, patch_size):
-                lo, hi = start_range(n, p)
-                start.append(int(np.clip(int(v) - (p - 1) // 2, lo, hi)))
+            start = _centred_on(voxel, shape, patch_size)
     if start is None:
         start = []
         for n, p in zip(shape, patch_size):
