@@ -338,3 +338,21 @@ def test_small_lesion_demo_data_for_compare(tmp_path):
     default = dataclasses.replace(s, demo_small_lesions=None, demo_spacing_mm=4.0)
     _demo_data(tmp_path, default, lambda _: None)  # the default phantom: rewritten
     assert json.loads((train / "phantom.json").read_text())["mode"] == "default"
+
+
+def test_seed_table_by_hand():
+    from attnseg.experiments.compare import format_seeds
+
+    def row(dice, det, n, small_det, small):
+        return {"dice": dice, "n_detected_lesions": det, "n_truth_lesions": n, "n_small_detected": small_det,
+                "n_small_lesions": small}  # fmt: skip
+
+    per_case = {
+        "unet": {0: {"c1": {"WT": row(0.5, 1, 2, 0, 1)}, "c2": {"WT": row(0.7, 2, 3, 1, 1)}},
+                 1: {"c1": {"WT": row(0.0, 0, 2, 0, 1)}, "c2": {"WT": row(0.0, 0, 3, 0, 1)}}},
+        "attention_unet": {0: {"c1": {"WT": row(0.9, 2, 2, 1, 1)}, "c2": {"WT": row(0.5, 3, 3, 1, 1)}},
+                           1: {"c1": {"WT": row(0.2, 1, 2, 0, 1)}, "c2": {"WT": row(0.4, 1, 3, 0, 1)}}},
+    }  # fmt: skip
+    lines = format_seeds(per_case, ["unet", "attention_unet"], [0, 1], ["WT"]).splitlines()
+    assert lines[2].split() == ["0", "WT", "0.600", "0.700", "3/5", "5/5", "1/2", "2/2"]
+    assert lines[3].split() == ["1", "WT", "0.000", "0.300", "0/5", "2/5", "0/2", "0/2"]

@@ -766,6 +766,8 @@ def write_outputs(
     )
     if tables.size_bins:
         text += "\n" + format_size_bins(tables.size_bins, tables.unit, len(tables.unit_ids))
+    if len(s.seeds) > 1:
+        text += "\n" + format_seeds(scores.per_case, names, list(s.seeds), list(scores.targets))
     text += "\n" + format_case_deltas(tables.units, names, tables.unit_ids, list(scores.targets), tables.unit)
     report_path = _report(plan, eval_dirs, tables.paired, log) if s.report else None
     if report_path is not None:
@@ -1078,6 +1080,38 @@ def format_size_bins(
     return "\n".join(lines)
 
 
+def format_seeds(
+    per_case: Mapping[str, Mapping[int, Mapping[str, Mapping[str, Mapping[str, float]]]]],
+    names: Sequence[str],
+    seeds: Sequence[int],
+    targets: Sequence[str],
+) -> str:
+    """Per training seed and class/region: each model's mean Dice over the held-out cases, truth
+    lesions detected and small lesions detected (pooled over cases). The paired tests treat cases as
+    the unit and average the seeds; this table shows how much the runs themselves differ."""
+    (a, da), (b, db) = ((n, dict(MODELS)[n]) for n in names)
+    head = f"{'seed':<6}{'target':<8}{'Dice ' + da:>14}{'Dice ' + db:>20}{'lesions ' + da:>18}{'lesions ' + db:>24}{'small ' + da:>16}{'small ' + db:>22}"
+    lines = ["per training seed (mean Dice over cases; lesions detected, pooled over cases):", head]
+    for seed in seeds:
+        for t in targets:
+            cells = []
+            for m in (a, b):
+                rows = [case[t] for case in per_case[m][seed].values()]
+                cells.append(float(np.mean([r["dice"] for r in rows])))
+            counts = []
+            for key, total in (
+                ("n_detected_lesions", "n_truth_lesions"),
+                ("n_small_detected", "n_small_lesions"),
+            ):
+                for m in (a, b):
+                    rows = [case[t] for case in per_case[m][seed].values()]
+                    counts.append(f"{sum(r[key] for r in rows):.0f}/{sum(r[total] for r in rows):.0f}")
+            lines.append(
+                f"{seed:<6}{t:<8}{cells[0]:>14.3f}{cells[1]:>20.3f}{counts[0]:>18}{counts[1]:>24}{counts[2]:>16}{counts[3]:>22}"
+            )
+    return "\n".join(lines)
+
+
 def _bin_label(name: str) -> str:
     """``lt3mm`` -> ``< 3 mm``, ``3to5mm`` -> ``3-5 mm``, ``ge10mm`` -> ``>= 10 mm``,
     ``small_lt5mm`` -> ``all < 5 mm``."""
@@ -1127,6 +1161,7 @@ __all__ = [
     "budget_overrides",
     "compare",
     "config_differences",
+    "format_seeds",
     "format_size_bins",
     "format_table",
     "size_bin_tables",
