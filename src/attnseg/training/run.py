@@ -324,14 +324,19 @@ def train(
         raise DataError(f"{data_root}: the split leaves no training case")
 
     labels = dict(dataset.labels)
-    classes = sorted(set(labels.values())) if labels else None
+    ignore = LabelScheme.declared_ignore_label(labels, config.data.ignore_label)
+    classes = sorted(set(labels.values()) | ({ignore} if ignore is not None else set())) if labels else None
     train_cases = load_cases(dataset, split["train"], config, classes)
     val_cases = load_cases(dataset, split["val"], config, classes)
     mask_note = check_masks_trainable(dataset, train_cases)
     if not labels:
         labels = _infer_labels(train_cases + val_cases)
     target = LabelScheme.from_labels(
-        labels, dataset.regions, kind=config.data.target, paint_order=dataset.info.get("region_paint_order")
+        labels,
+        dataset.regions,
+        kind=config.data.target,
+        paint_order=dataset.info.get("region_paint_order"),
+        ignore_label=ignore,
     )
     config, derived = derive_settings(config, dataset, target, train_cases, device_type)
     if minutes is not None and not resume:

@@ -160,6 +160,8 @@ class PatchDataset(torch.utils.data.Dataset):
     oversampling and label interpolation use them; default: the values present). ``encode``: label
     patch -> training target, e.g. class indices or region masks (default: the label values as
     they are). ``seed``: with the key, it fixes every random choice of the patch.
+    ``ignore_label``: the value of unannotated voxels (``LabelScheme.ignore_label``): interpolated
+    like a class, never a foreground class to centre patches on.
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: int,
         classes: Sequence[int] | None = None,
         encode: Callable[[np.ndarray], np.ndarray] | None = None,
+        ignore_label: int | None = None,
     ):
         if len(cases) == 0:
             raise ConfigError("no cases to sample patches from")
@@ -179,6 +182,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.classes = None if classes is None else [int(c) for c in classes]
         self.encode = encode
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
         self._samplers: dict[tuple[int, ...], PatchSampler] = {}
 
     def __len__(self) -> int:
@@ -189,7 +193,11 @@ class PatchDataset(torch.utils.data.Dataset):
         patch_size = tuple(int(p) for p in patch_size)
         if patch_size not in self._samplers:
             self._samplers[patch_size] = PatchSampler(
-                patch_size, self.augment, classes=self.classes, augment=self.use_augment
+                patch_size,
+                self.augment,
+                classes=self.classes,
+                augment=self.use_augment,
+                ignore_label=self.ignore_label,
             )
         return self._samplers[patch_size]
 
@@ -200,7 +208,7 @@ class PatchDataset(torch.utils.data.Dataset):
             raise DataError(f"case {case.case_id}: no label; training cases need one")
         if case.locations is None and self.augment.fg_fraction > 0:
             fg = None if self.classes is None else self.classes[1:]
-            case.locations = class_locations(case.label, fg)
+            case.locations = class_locations(case.label, fg, ignore_label=self.ignore_label)
         return case
 
     def params_for(self, key: PatchKey, case: PreparedCase | None = None) -> SampleParams:
