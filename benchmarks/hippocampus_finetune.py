@@ -45,10 +45,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hippocampus_ablation import fold_split, make_folders, per_case_mean, recipe_overrides  # noqa: E402
 from scipy.stats import wilcoxon  # noqa: E402
 
 from attnseg.training.budget import TAIL_AVERAGE  # noqa: E402
+from hippocampus_ablation import fold_split, make_folders, per_case_mean, recipe_overrides  # noqa: E402
 from vs_nnunet import log, run_measured, score_with_attnseg, thread_env  # noqa: E402
 
 

@@ -82,6 +82,13 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         help="HD/HD95/ASSD when one mask is empty (default: the volume's diagonal; 374 with --convention brats2023)",
     )
     p.add_argument("--truth-pattern", help="file-name glob of the label map inside per-case truth folders")
+    p.add_argument(
+        "--ignore-label",
+        default="auto",
+        metavar="K",
+        help="truth voxels with label K are not annotated and left out of every metric; default: the "
+        "'ignore' label of the truth's dataset.json (TRUTH or its parent), if any; none: every voxel counts",
+    )
     p.add_argument("--report", action="store_true", help="also write OUT/report.html (self-contained HTML)")
 
 
@@ -91,6 +98,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         evaluate_folders,
         format_summary,
         parse_classes,
+        parse_ignore_label,
         parse_regions,
         parse_tolerances,
     )
@@ -115,6 +123,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         brats_challenge=args.brats_challenge,
         progress=sys.stderr.isatty(),
         nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
+        ignore_label=parse_ignore_label(args.ignore_label),
     )
     print(format_summary(result.summary))
     for note in result.notes:
