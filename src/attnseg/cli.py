@@ -154,6 +154,13 @@ def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a named folder form, e.g. brats2015-deepmedic")
     p.add_argument("--year", help="BraTS edition, for its label values (2015, 2018, 2023, ...)")
     p.add_argument("--labels", help="declared label values, comma-separated, e.g. 0,1,2")
+    p.add_argument(
+        "--ignore-label",
+        type=int,
+        metavar="K",
+        help="label value of unannotated voxels (default: dataset.json's 'ignore' label); the report gives "
+        "the share of ignored voxels per case",
+    )
     p.add_argument("--no-labels", action="store_true", help="cases without a label are fine (test images)")
     p.add_argument("--workers", type=int, default=1, help="reader threads (default 1)")
     p.add_argument("--json", help="also write the report as JSON to this file")
@@ -173,7 +180,14 @@ def _check_run(args: argparse.Namespace) -> int:
             options["labels"] = [int(v) for v in args.labels.split(",") if v.strip()]
         except ValueError as exc:
             raise ConfigError(f"--labels: expected comma-separated integers, got {args.labels!r}") from exc
-    report = check(args.data, args.layout, require_labels=not args.no_labels, workers=args.workers, **options)
+    report = check(
+        args.data,
+        args.layout,
+        require_labels=not args.no_labels,
+        workers=args.workers,
+        ignore_label=args.ignore_label,
+        **options,
+    )
     print(report.format())
     if args.json:
         import json
