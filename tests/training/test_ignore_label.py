@@ -126,7 +126,7 @@ def test_a_tiny_run_trains_on_sparse_annotations(tmp_path, sparse_nnunet, capsys
     run = tmp_path / "run"
     assert main(["train", str(sparse_nnunet), "--out", str(run), *TINY]) == 0
     printed = capsys.readouterr().out
-    assert "out_channels=2" in printed  # background and ball: the ignore label is no class
+    assert "out_channels=2, target=labels (ball), ignore_label=2" in printed  # no class, no channel
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["train_loss"]) for r in history)
     assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -134,6 +134,7 @@ def derive_settings(
         "in_channels": model_cfg.in_channels,
         "out_channels": model_cfg.out_channels,
         "target": f"{target.kind} ({', '.join(target.channel_names)})",
+        **({"ignore_label": target.ignore_label} if target.ignore_label is not None else {}),
         "median_shape": list(median),
         "network_stride": stride,
         "patch_budget_vox": budget,
