@@ -31,7 +31,9 @@ are ``attnseg`` subprocesses)::
     python benchmarks/hippocampus_finetune.py --table work/hippo_finetune/results.json
 
 Results: ``OUT/results.json`` (``--out``, default ``work/hippo_finetune``), one folder per run,
-``logs/`` with every step's output.
+``logs/`` with every step's output. The defaults train 3500 iterations in all (1845 CPU seconds of
+training in the run of docs/benchmarks-hippocampus.md, 51.5 min of wall clock on a shared machine);
+a run whose ``model.pt`` exists is not trained again, so a stopped run continues.
 """
 
 from __future__ import annotations
