@@ -278,3 +278,105 @@ def test_dice_focal_matches_monai(batch):
     ref = monai.DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, lambda_focal=2.0)(logits, regions).item()
     assert ours == pytest.approx(ref, abs=1e-6)
     # (MONAI's DiceFocalLoss(softmax=True) still uses a sigmoid focal term; no softmax comparison.)
+
+
+# --- ignore label: ignored voxels take no part (value and gradient) ----------------------------------
+IGNORE_CASES = [
+    ("dice", {"batch_dice": True}),
+    ("dice", {"batch_dice": False, "include_background": False}),
+    ("ce", {}),
+    ("ce", {"class_weights": [0.5, 1.0, 2.0]}),
+    ("focal", {"gamma": 2.0, "alpha": 0.25}),
+    ("dice_ce", {"batch_dice": True, "include_background": False}),
+    ("dice_focal", {"batch_dice": False}),
+]
+
+
+def _sparse_batch(activation: str, seed: int = 0):
+    """Logits (2, 3, 4, 5, 6), a target with about a third of the voxels ignored, the ignore value
+    and the bool mask (2, 4, 5, 6) of the ignored voxels."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 3, 4, 5, 6, generator=g)
+    ignored = torch.rand(2, 4, 5, 6, generator=g) < 0.35
+    if activation == "softmax":
+        target = torch.randint(0, 3, (2, 4, 5, 6), generator=g)
+        return logits, target.masked_fill(ignored, 3), 3, ignored
+    target = (torch.rand(2, 3, 4, 5, 6, generator=g) < 0.4).to(torch.uint8)
+    return logits, target.masked_fill(ignored.unsqueeze(1), 255), 255, ignored
+
+
+def _kept(logits, target, ignored, sample, activation):
+    """One sample's annotated voxels as a (1, K, M) / (1, M) or (1, K, M) problem."""
+    keep = ~ignored[sample]
+    lg = logits[sample][:, keep].unsqueeze(0)
+    tg = target[sample][keep] if activation == "softmax" else target[sample][:, keep]
+    return lg, tg.unsqueeze(0)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+@pytest.mark.parametrize(("name", "options"), IGNORE_CASES)
+def test_ignored_voxels_are_as_if_absent(activation, name, options):
+    """The loss with ignored voxels equals the loss of the annotated voxels alone (concatenated over
+    the batch for batch Dice, CE and focal; per sample for per-sample Dice)."""
+    if activation == "sigmoid" and "class_weights" in options:
+        options = {"class_weights": [1.0, 2.0, 3.0]}
+    logits, target, ignore, ignored = _sparse_batch(activation)
+    value = build_loss(name, activation, ignore_index=ignore, **options)(logits, target)
+    plain = build_loss(name, activation, **options)
+    per_sample = [_kept(logits, target, ignored, i, activation) for i in range(2)]
+    if name in ("dice", "dice_focal") and not options.get("batch_dice", False):
+        if name == "dice":
+            expected = sum(plain(lg, tg) for lg, tg in per_sample) / 2
+        else:  # per-sample Dice, voxel-mean focal
+            dice = DiceLoss(activation, batch_dice=False)
+            focal = FocalLoss(activation)
+            both_lg = torch.cat([lg for lg, _ in per_sample], -1)
+            both_tg = torch.cat([tg for _, tg in per_sample], -1)
+            expected = sum(dice(lg, tg) for lg, tg in per_sample) / 2 + focal(both_lg, both_tg)
+    else:
+        both_lg = torch.cat([lg for lg, _ in per_sample], -1)
+        both_tg = torch.cat([tg for _, tg in per_sample], -1)
+        expected = plain(both_lg, both_tg)
+    assert float(value) == pytest.approx(float(expected), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+@pytest.mark.parametrize(("name", "options"), IGNORE_CASES)
+def test_ignored_voxels_change_neither_value_nor_gradient(activation, name, options):
+    if activation == "sigmoid" and "class_weights" in options:
+        options = {"class_weights": [1.0, 2.0, 3.0]}
+    logits, target, ignore, ignored = _sparse_batch(activation, seed=1)
+    loss = build_loss(name, activation, ignore_index=ignore, **options)
+    other = logits.clone()
+    other[ignored.unsqueeze(1).expand_as(other)] = 50.0 * torch.randn(int(ignored.sum()) * 3)
+    a, b = logits.clone().requires_grad_(), other.clone().requires_grad_()
+    va, vb = loss(a, target), loss(b, target)
+    va.backward()
+    vb.backward()
+    assert float(va.detach()) == pytest.approx(float(vb.detach()), rel=1e-6)
+    mask = ignored.unsqueeze(1).expand_as(logits)
+    assert torch.count_nonzero(a.grad[mask]) == 0 and torch.count_nonzero(b.grad[mask]) == 0
+    torch.testing.assert_close(a.grad[~mask], b.grad[~mask], rtol=1e-5, atol=1e-8)
+    assert torch.count_nonzero(a.grad[~mask]) > 0
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_a_patch_with_every_voxel_ignored_gives_zero(activation):
+    logits, target, ignore, _ = _sparse_batch(activation, seed=2)
+    target = torch.full_like(target, ignore)
+    x = logits.clone().requires_grad_()
+    for name in ("ce", "focal"):
+        value = build_loss(name, activation, ignore_index=ignore)(x, target)
+        value.backward()
+        assert float(value.detach()) == 0.0 and torch.count_nonzero(x.grad) == 0
+
+
+def test_deep_supervision_passes_the_ignore_value_to_every_scale():
+    """Nearest down-sampling keeps the ignore value, so the coarse scale ignores those voxels too."""
+    logits, target, ignore, _ = _sparse_batch("softmax", seed=3)
+    coarse = torch.randn(2, 3, 2, 3, 3)
+    loss = DeepSupervisionLoss(dice_ce_loss("softmax", batch_dice=True, ignore_index=ignore))
+    value = loss([logits, coarse], target)
+    inner = dice_ce_loss("softmax", batch_dice=True, ignore_index=ignore)
+    expected = (2 / 3) * inner(logits, target) + (1 / 3) * inner(coarse, target[:, ::2, ::2, ::2])
+    assert float(value) == pytest.approx(float(expected), rel=1e-6)

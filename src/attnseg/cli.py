@@ -87,6 +87,13 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
         help="HD/HD95/ASSD when one mask is empty (default: the volume's diagonal; 374 with --convention brats2023)",
     )
     p.add_argument("--truth-pattern", help="file-name glob of the label map inside per-case truth folders")
+    p.add_argument(
+        "--ignore-label",
+        default="auto",
+        metavar="K",
+        help="truth voxels with label K are not annotated and left out of every metric; default: the "
+        "'ignore' label of the truth's dataset.json (TRUTH or its parent), if any; none: every voxel counts",
+    )
     p.add_argument("--report", action="store_true", help="also write OUT/report.html (self-contained HTML)")
 
 
@@ -96,6 +103,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         evaluate_folders,
         format_summary,
         parse_classes,
+        parse_ignore_label,
         parse_regions,
         parse_size_bins,
         parse_tolerances,
@@ -122,6 +130,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
         size_bins_mm=parse_size_bins(args.size_bins_mm),
+        ignore_label=parse_ignore_label(args.ignore_label),
     )
     print(format_summary(result.summary))
     for note in result.notes:
@@ -152,6 +161,13 @@ def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a named folder form, e.g. brats2015-deepmedic")
     p.add_argument("--year", help="BraTS edition, for its label values (2015, 2018, 2023, ...)")
     p.add_argument("--labels", help="declared label values, comma-separated, e.g. 0,1,2")
+    p.add_argument(
+        "--ignore-label",
+        type=int,
+        metavar="K",
+        help="label value of unannotated voxels (default: dataset.json's 'ignore' label); the report gives "
+        "the share of ignored voxels per case",
+    )
     p.add_argument("--no-labels", action="store_true", help="cases without a label are fine (test images)")
     p.add_argument("--workers", type=int, default=1, help="reader threads (default 1)")
     p.add_argument("--json", help="also write the report as JSON to this file")
@@ -171,7 +187,14 @@ def _check_run(args: argparse.Namespace) -> int:
             options["labels"] = [int(v) for v in args.labels.split(",") if v.strip()]
         except ValueError as exc:
             raise ConfigError(f"--labels: expected comma-separated integers, got {args.labels!r}") from exc
-    report = check(args.data, args.layout, require_labels=not args.no_labels, workers=args.workers, **options)
+    report = check(
+        args.data,
+        args.layout,
+        require_labels=not args.no_labels,
+        workers=args.workers,
+        ignore_label=args.ignore_label,
+        **options,
+    )
     print(report.format())
     if args.json:
         import json

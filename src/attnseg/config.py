@@ -107,7 +107,10 @@ class DataConfig:
     clipped to 2..8 and to the number of training cases.
     ``target``: ``"auto"`` (regions if the dataset declares them, else classes), ``"labels"``
     (softmax over classes) or ``"regions"`` (sigmoid per overlapping region). ``max_val_cases``
-    caps how many validation volumes are predicted each time (0 = all).
+    caps how many validation volumes are predicted each time (0 = all). ``ignore_label``: the label
+    value of unannotated voxels (sparse or partial annotations), left out of the loss, foreground
+    sampling and validation; None = the dataset's ``"ignore"`` label, if it declares one
+    (``attnseg.datasets.label_scheme``).
     """
 
     layout: str = "auto"
@@ -121,6 +124,7 @@ class DataConfig:
     num_workers: int = 0
     target: str = "auto"
     max_val_cases: int = 0
+    ignore_label: int | None = None
 
 
 @dataclass

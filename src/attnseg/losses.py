@@ -19,6 +19,13 @@ Soft Dice per class ``c``: ``1 - (2 * sum(p * t) + smooth_nr) / (sum(p) + sum(t)
 the sums over space (per sample, then the mean over samples) or over batch and space together
 (``batch_dice=True``: fewer empty-class 0/0 cases in small patches).
 
+``ignore_index`` (every loss; ``LabelScheme.ignore_index``): target voxels with this value take no
+part, as if they were not in the patch. Softmax: a label value (nnU-Net keeps its ignore label as
+the class index ``K``); sigmoid: the value in every channel of an ignored voxel (255). Dice sums run
+over the other voxels only (nnU-Net's masking: probabilities and targets multiplied by the mask);
+cross-entropy and focal average over the other voxels only (torch's ``ignore_index``); a patch with
+no annotated voxel gives 0 with a zero gradient. The logits at an ignored voxel get no gradient.
+
 Focal loss (Lin et al., 2017): ``-alpha_t * (1 - p_t) ** gamma * log(p_t)``. Multi-class: summed over
 classes per voxel, averaged over voxels, so ``gamma=0`` and no alpha is exactly cross-entropy
 (MONAI averages over voxels *and* classes, so its value is ours / K). Sigmoid: averaged over every
@@ -79,15 +86,39 @@ def _binary_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return target.to(torch.float32)
 
 
+def annotated_mask(target: torch.Tensor, logits: torch.Tensor, activation: str, ignore_index: int | None):
+    """The target with ignored voxels set to 0 and the float mask ``(N, 1, *spatial)`` of the voxels
+    that count (None when ``ignore_index`` is None: every voxel counts). Softmax targets come back as
+    integer labels ``(N, *spatial)``, sigmoid ones as ``(N, K, *spatial)``."""
+    if activation == "softmax":
+        target = _labels(target, logits)
+        if ignore_index is None:
+            return target, None
+        ignored = target == int(ignore_index)
+        return target.masked_fill(ignored, 0), (~ignored).unsqueeze(1).to(torch.float32)
+    if ignore_index is None:
+        return target, None
+    if target.shape != logits.shape:
+        _binary_target(target, logits)  # raises the shape error
+    ignored = (target == ignore_index).any(1, keepdim=True)
+    return target.masked_fill(ignored, 0), (~ignored).to(torch.float32)
+
+
 def probabilities_and_targets(
-    logits: torch.Tensor, target: torch.Tensor, activation: str
+    logits: torch.Tensor, target: torch.Tensor, activation: str, ignore_index: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 probabilities and float one-hot / binary targets, both ``(N, K, *spatial)``."""
+    """Float32 probabilities and float one-hot / binary targets, both ``(N, K, *spatial)``; with
+    ``ignore_index``, both are 0 at the ignored voxels (so they drop out of every Dice sum)."""
     _check_activation(activation)
     logits = logits.float()
+    target, mask = annotated_mask(target, logits, activation, ignore_index)
     if activation == "softmax":
-        return torch.softmax(logits, 1), one_hot(_labels(target, logits), logits.shape[1])
-    return torch.sigmoid(logits), _binary_target(target, logits)
+        probs, onehot = torch.softmax(logits, 1), one_hot(target, logits.shape[1])
+    else:
+        probs, onehot = torch.sigmoid(logits), _binary_target(target, logits)
+    if mask is not None:
+        probs, onehot = probs * mask, onehot * mask
+    return probs, onehot
 
 
 def _weights(class_weights: Sequence[float] | torch.Tensor | None, channels: int, like: torch.Tensor):
@@ -141,18 +172,20 @@ class DiceLoss(nn.Module):
         smooth_nr: float = 1e-5,
         smooth_dr: float = 1e-5,
         class_weights: Sequence[float] | None = None,
+        ignore_index: int | None = None,
     ):
         super().__init__()
         _check_activation(activation)
         self.activation = activation
         self.include_background = include_background
+        self.ignore_index = ignore_index
         self.batch_dice = batch_dice
         self.smooth_nr = smooth_nr
         self.smooth_dr = smooth_dr
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        probs, onehot = probabilities_and_targets(logits, target, self.activation)
+        probs, onehot = probabilities_and_targets(logits, target, self.activation, self.ignore_index)
         if not self.include_background and probs.shape[1] > 1:
             probs, onehot = probs[:, 1:], onehot[:, 1:]
         return soft_dice_loss(
@@ -174,14 +207,16 @@ def focal_loss(
     alpha: float | Sequence[float] | None = None,
     include_background: bool = True,
     class_weights: Sequence[float] | torch.Tensor | None = None,
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
     """Focal loss (scalar); conventions in the module docstring."""
     _check_activation(activation)
     logits = logits.float()
     k = logits.shape[1]
     shape = [1, -1] + [1] * (logits.ndim - 2)
+    target, mask = annotated_mask(target, logits, activation, ignore_index)
     if activation == "softmax":
-        onehot = one_hot(_labels(target, logits), k)
+        onehot = one_hot(target, k)
         log_p = torch.log_softmax(logits, 1)
         per = -((1.0 - log_p.exp()).pow(gamma)) * log_p * onehot  # (N, K, *spatial), zero off-target
         if alpha is not None:
@@ -210,6 +245,9 @@ def focal_loss(
     w = _weights(class_weights, per.shape[1], per)
     if w is not None:
         per = per * w.view(shape)
+    if mask is not None:  # the mean over the annotated voxels
+        voxels = mask.sum() * (1 if activation == "softmax" else per.shape[1])
+        return (per * mask).sum() / voxels.clamp_min(1.0)
     if activation == "softmax":
         return per.sum(1).mean()
     return per.mean()
@@ -224,6 +262,7 @@ class FocalLoss(nn.Module):
         alpha: float | Sequence[float] | None = None,
         include_background: bool = True,
         class_weights: Sequence[float] | None = None,
+        ignore_index: int | None = None,
     ):
         super().__init__()
         _check_activation(activation)
@@ -234,6 +273,7 @@ class FocalLoss(nn.Module):
         self.alpha = alpha
         self.include_background = include_background
         self.class_weights = class_weights
+        self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return focal_loss(
@@ -244,28 +284,45 @@ class FocalLoss(nn.Module):
             alpha=self.alpha,
             include_background=self.include_background,
             class_weights=self.class_weights,
+            ignore_index=self.ignore_index,
         )
 
 
 class CrossEntropyLoss(nn.Module):
     """Softmax: torch's cross-entropy (weighted mean with ``class_weights``).
     Sigmoid: binary cross-entropy with logits, mean over every voxel of every channel; ``class_weights``
-    act as ``pos_weight`` (up-weight each region's positive voxels), as in MONAI's DiceCELoss."""
+    act as ``pos_weight`` (up-weight each region's positive voxels), as in MONAI's DiceCELoss.
+    ``ignore_index``: those voxels are left out of the mean (0 when every voxel is ignored)."""
 
-    def __init__(self, activation: str = "softmax", *, class_weights: Sequence[float] | None = None):
+    def __init__(
+        self,
+        activation: str = "softmax",
+        *,
+        class_weights: Sequence[float] | None = None,
+        ignore_index: int | None = None,
+    ):
         super().__init__()
         _check_activation(activation)
         self.activation = activation
         self.class_weights = class_weights
+        self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         w = _weights(self.class_weights, logits.shape[1], logits)
+        target, mask = annotated_mask(target, logits, self.activation, self.ignore_index)
         if self.activation == "softmax":
-            return F.cross_entropy(logits, _labels(target, logits), weight=w)
+            if mask is None:
+                return F.cross_entropy(logits, target, weight=w)
+            per = F.cross_entropy(logits, target, weight=w, reduction="none")  # w[y] * -log p_y
+            total = mask[:, 0] if w is None else mask[:, 0] * w[target]  # torch's weighted mean
+            return (per * mask[:, 0]).sum() / total.sum().clamp_min(1e-12)
         t = _binary_target(target, logits)
         pos_weight = None if w is None else w.view([-1] + [1] * (logits.ndim - 2))
-        return F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight)
+        if mask is None:
+            return F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight)
+        per = F.binary_cross_entropy_with_logits(logits, t, pos_weight=pos_weight, reduction="none")
+        return (per * mask).sum() / (mask.sum() * per.shape[1]).clamp_min(1.0)
 
 
 class CombinedLoss(nn.Module):
@@ -311,6 +368,7 @@ def dice_ce_loss(
     smooth_nr: float = 1e-5,
     smooth_dr: float = 1e-5,
     class_weights: Sequence[float] | None = None,
+    ignore_index: int | None = None,
 ) -> CombinedLoss:
     """Dice + cross-entropy. ``class_weights`` has one value per output channel; Dice uses
     ``class_weights[1:]`` when background is excluded."""
@@ -318,10 +376,14 @@ def dice_ce_loss(
     if class_weights is not None:
         dice_w = list(class_weights)[1:] if not include_background else list(class_weights)
     dice_options = _dice_options(include_background, batch_dice, smooth_nr, smooth_dr)
+    ce = CrossEntropyLoss(activation, class_weights=class_weights, ignore_index=ignore_index)
     return CombinedLoss(
         {
-            "dice": (lambda_dice, DiceLoss(activation, class_weights=dice_w, **dice_options)),
-            "ce": (lambda_ce, CrossEntropyLoss(activation, class_weights=class_weights)),
+            "dice": (
+                lambda_dice,
+                DiceLoss(activation, class_weights=dice_w, ignore_index=ignore_index, **dice_options),
+            ),
+            "ce": (lambda_ce, ce),
         }
     )
 
@@ -338,13 +400,15 @@ def dice_focal_loss(
     smooth_nr: float = 1e-5,
     smooth_dr: float = 1e-5,
     class_weights: Sequence[float] | None = None,
+    ignore_index: int | None = None,
 ) -> CombinedLoss:
     """Dice + focal. ``class_weights`` apply to the channels both terms see (``K - 1`` when
     background is excluded)."""
     dice_options = _dice_options(include_background, batch_dice, smooth_nr, smooth_dr)
+    dice = DiceLoss(activation, class_weights=class_weights, ignore_index=ignore_index, **dice_options)
     return CombinedLoss(
         {
-            "dice": (lambda_dice, DiceLoss(activation, class_weights=class_weights, **dice_options)),
+            "dice": (lambda_dice, dice),
             "focal": (
                 lambda_focal,
                 FocalLoss(
@@ -353,6 +417,7 @@ def dice_focal_loss(
                     alpha=alpha,
                     include_background=include_background,
                     class_weights=class_weights,
+                    ignore_index=ignore_index,
                 ),
             ),
         }
@@ -489,6 +554,7 @@ __all__ = [
     "DeepSupervisionLoss",
     "DiceLoss",
     "FocalLoss",
+    "annotated_mask",
     "build_loss",
     "deep_supervision_weights",
     "dice_ce_loss",

@@ -159,3 +159,43 @@ def test_voxel_weight_map_by_hand():
         label, [0, 1], [0.0, 0.0], border_weight=1.0, border_sigma_mm=2.0, spacing_mm=(1, 1, 2)
     )
     np.testing.assert_allclose(w[0, 0], np.exp(-((2 * d) ** 2) / 8), rtol=1e-5)
+
+
+# --- the ignore label: never a foreground class ----------------------------------------------------
+def _sparse_label(shape=(30, 30, 30)):
+    """Classes 1 and 2 in small blocks, most of the volume label 3 (not annotated)."""
+    label = np.full(shape, 3, np.uint8)
+    label[:, :, :6] = 0  # an annotated background slab
+    label[10:13, 10:13, 2:5] = 1
+    label[20:22, 5:7, 1:3] = 2
+    return label
+
+
+def test_class_locations_never_index_the_ignore_label():
+    label = _sparse_label()
+    assert sorted(class_locations(label)) == [1, 2, 3]  # no ignore label: 3 is a class like any other
+    assert sorted(class_locations(label, ignore_label=3)) == [1, 2]
+    assert sorted(class_locations(label, [1, 2, 3], ignore_label=3)) == [1, 2]
+
+
+@pytest.mark.parametrize("label_mode", ["nearest", "linear"])
+def test_the_sampler_never_centres_on_ignored_voxels(label_mode):
+    label = _sparse_label()
+    image = np.zeros((1, *label.shape), np.float32)
+    cfg = AugmentConfig(fg_fraction=1.0, p_rotate=1.0, rotate_deg=20.0, label_mode=label_mode)
+    sampler = PatchSampler((8, 8, 8), cfg, classes=[0, 1, 2, 3], ignore_label=3)
+    locations = class_locations(label)  # a cache may hold the ignore label's voxels: never used
+    rng = np.random.default_rng(0)
+    forced = [sampler.draw(rng, label.shape, locations=locations).forced_class for _ in range(300)]
+    assert set(forced) == {1, 2}
+    # a case with nothing annotated but background: uniform crops, never "foreground" on 3
+    only_ignored = np.where(label == 3, 3, 0).astype(np.uint8)
+    rng = np.random.default_rng(1)
+    draws = [sampler(image, only_ignored, rng) for _ in range(5)]
+    assert all(
+        sampler.draw(rng, label.shape, locations=class_locations(only_ignored)).forced_class is None
+        for _ in range(50)
+    )
+    # ignored voxels stay ignored through the (rotated) resampling of the label
+    assert all(set(np.unique(lbl)) <= {0, 3} for _, lbl in draws)
+    assert any((lbl == 3).any() for _, lbl in draws)

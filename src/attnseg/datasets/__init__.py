@@ -2,7 +2,7 @@
 convert BraTS labels to regions, make splits, and check integrity."""
 
 from attnseg.datasets.base import Case, Dataset, Problem
-from attnseg.datasets.discover import LAYOUTS, detect_layout, discover, load_case
+from attnseg.datasets.discover import LAYOUTS, declared_labels, detect_layout, discover, load_case
 from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.datasets.regions import (
     brats_labels,
@@ -24,6 +24,7 @@ __all__ = [
     "brats_labels",
     "brats_regions",
     "brats_scheme",
+    "declared_labels",
     "detect_layout",
     "discover",
     "indices_to_labels",

@@ -23,6 +23,10 @@ For every case it reports, naming the case and the file:
   smoothed edges) is said once as a note;
 - ``absent_label``: a declared foreground label that no case's label map holds; ``no_foreground``:
   every label map is background only (nothing to segment);
+- ``bad_ignore_label``: the ignore label (dataset.json's ``"ignore"``, or ``ignore_label``) is not
+  the highest label value, or two values disagree (``LabelScheme.declared_ignore_label``);
+- with an ignore label, the report gives the share of ignored (unannotated) voxels of every case
+  (``ignored_share``), and notes the cases with no annotated voxel at all;
 - discovery findings (labels without images, ambiguous patterns, counts that disagree with
   ``dataset.json``, one file under two case names: ``duplicate_file``).
 
@@ -45,8 +49,9 @@ import numpy as np
 
 from attnseg.datasets.base import Case, Dataset, Problem, spatial_dims_of
 from attnseg.datasets.discover import discover
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.datasets.masks2d import mask_encoding_for, mask_set_encoding
-from attnseg.errors import DataError
+from attnseg.errors import ConfigError, DataError
 from attnseg.io.images2d import load_image2d, load_mask2d, read_size2d
 from attnseg.io.mask_encoding import MaskEncoding
 from attnseg.io.nifti import (
@@ -90,6 +95,8 @@ class CheckReport:
     shape_range: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     spacings_mm: list[tuple[float, ...]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # said once, not a failure (e.g. masks thresholded)
+    ignore_label: int | None = None
+    ignored_share: dict[str, float] = field(default_factory=dict)  # case id -> ignored voxels / voxels
 
     @property
     def ok(self) -> bool:
@@ -116,6 +123,8 @@ class CheckReport:
             shown = ", ".join(str(tuple(round(s, 3) for s in sp)) for sp in self.spacings_mm[:4])
             more = f" and {len(self.spacings_mm) - 4} more" if len(self.spacings_mm) > 4 else ""
             lines.append(f"  spacing (mm): {shown}{more}")
+        if self.ignore_label is not None:
+            lines.extend(self._ignored_lines())
         lines.extend(f"  note: {n}" for n in self.notes)
         for p in self.problems:
             lines.append(f"FAIL {p}")
@@ -130,6 +139,21 @@ class CheckReport:
             )
         return "\n".join(lines)
 
+    def _ignored_lines(self, shown: int = 20) -> list[str]:
+        """The ignore label and the share of ignored voxels per case (the first ``shown`` cases)."""
+        head = f"  ignore label {self.ignore_label} (not annotated)"
+        if not self.ignored_share:
+            return [f"{head}: no label map read"]
+        shares = np.array(list(self.ignored_share.values()))
+        per_case = ", ".join(f"{c} {100 * s:.1f}%" for c, s in list(self.ignored_share.items())[:shown])
+        more = f" ... ({len(shares) - shown} more; all in --json)" if len(shares) > shown else ""
+        return [
+            f"{head}: share of voxels ignored per case: min {100 * shares.min():.1f}%, median "
+            f"{100 * np.median(shares):.1f}%, max {100 * shares.max():.1f}%; "
+            f"{int((shares > 0).sum())} of {len(shares)} cases have ignored voxels",
+            f"  ignored per case: {per_case}{more}",
+        ]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "root": self.root,
@@ -140,6 +164,8 @@ class CheckReport:
             "declared_labels": self.declared_labels,
             "inferred_labels": self.inferred_labels,
             "label_case_counts": {str(k): v for k, v in sorted(self.label_case_counts.items())},
+            "ignore_label": self.ignore_label,
+            "ignored_share": dict(self.ignored_share),
             "bad_cases": self.bad_cases,
             "problems": [
                 {"case": p.case_id, "path": p.path, "kind": p.kind, "message": p.message}
@@ -375,12 +401,37 @@ def _mask_encoding_problems(dataset: Dataset) -> tuple[list[Problem], list[str]]
     return problems, [note] if note else []
 
 
-def _label_set_problems(dataset: Dataset, infos: list[CaseInfo]) -> list[Problem]:
+def _ignore_label(dataset: Dataset, ignore_label: int | None) -> tuple[int | None, list[Problem]]:
+    """The dataset's ignore label (its ``"ignore"`` label, or ``ignore_label``), or a problem."""
+    try:
+        return LabelScheme.declared_ignore_label(dataset.labels, ignore_label), []
+    except ConfigError as exc:
+        return None, [Problem(None, str(dataset.root), "bad_ignore_label", str(exc))]
+
+
+def _ignored_shares(infos: list[CaseInfo], ignore_label: int) -> tuple[dict[str, float], list[str]]:
+    """Case id -> share of its label map's voxels that are ``ignore_label``; a note naming the cases
+    with no annotated voxel (they teach nothing)."""
+    shares = {
+        i.case_id: i.label_voxels.get(ignore_label, 0) / max(1, sum(i.label_voxels.values()))
+        for i in infos
+        if i.label_voxels is not None
+    }
+    empty = [c for c, s in shares.items() if s == 1.0]
+    if not empty:
+        return shares, []
+    shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+    return shares, [f"{len(empty)} case(s) have no annotated voxel (all {ignore_label}): {shown}"]
+
+
+def _label_set_problems(
+    dataset: Dataset, infos: list[CaseInfo], ignore_label: int | None = None
+) -> list[Problem]:
     """A declared foreground label in no label map (``absent_label``), or no foreground at all."""
     read = [i.label_voxels for i in infos if i.label_voxels is not None]
     if not read:
         return []
-    seen = {v for voxels in read for v, n in voxels.items() if n}
+    seen = {v for voxels in read for v, n in voxels.items() if n and v != ignore_label}
     where = str(dataset.root)
     if seen <= {0}:
         return [
@@ -400,12 +451,15 @@ def _label_set_problems(dataset: Dataset, infos: list[CaseInfo]) -> list[Problem
             f"declared label {names[v]} = {v} occurs in none of the {len(read)} label maps read",
         )
         for v in sorted(names)
-        if v != 0 and v not in seen
+        if v != 0 and v != ignore_label and v not in seen
     ]
 
 
-def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int = 1) -> CheckReport:
-    """Check every case of ``dataset``; return a report (never raises for a bad case)."""
+def check_dataset(
+    dataset: Dataset, *, require_labels: bool = True, workers: int = 1, ignore_label: int | None = None
+) -> CheckReport:
+    """Check every case of ``dataset``; return a report (never raises for a bad case).
+    ``ignore_label``: the value of unannotated voxels, when the dataset does not declare it."""
     start = time.perf_counter()
     root = Path(dataset.root)
     mask_problems, notes = _mask_encoding_problems(dataset)  # before the threads: decided once
@@ -446,9 +500,13 @@ def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int
                         )
                     )
 
+    ignore, ignore_problems = _ignore_label(dataset, ignore_label)
+    problems.extend(ignore_problems)
     declared = sorted(set(dataset.labels.values())) if dataset.labels else None
     inferred = None if declared is not None else _inferred_values(infos)
     allowed = declared if declared is not None else inferred
+    if allowed is not None and ignore is not None:
+        allowed = sorted({*allowed, ignore})
     if allowed is not None:
         for i in infos:
             if i.label_voxels is None:
@@ -469,7 +527,11 @@ def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int
             problems.append(Problem(i.case_id, i.label_path, "undeclared_labels", msg))
 
     problems.extend(mask_problems)
-    problems.extend(_label_set_problems(dataset, infos))
+    problems.extend(_label_set_problems(dataset, infos, ignore))
+    ignored_share: dict[str, float] = {}
+    if ignore is not None:
+        ignored_share, ignore_notes = _ignored_shares(infos, ignore)
+        notes = [*notes, *ignore_notes]
     if not dataset.cases:
         problems.append(Problem(None, str(root), "no_cases", "no cases found"))
     problems.sort(key=lambda p: (p.case_id is not None, p.case_id or "", p.kind))
@@ -493,12 +555,20 @@ def check_dataset(dataset: Dataset, *, require_labels: bool = True, workers: int
         shape_range=shape_range,
         spacings_mm=spacings,
         notes=notes,
+        ignore_label=ignore,
+        ignored_share=ignored_share,
     )
 
 
 def check(
-    root: str | os.PathLike, layout: str = "auto", *, require_labels: bool = True, workers: int = 1, **options
+    root: str | os.PathLike,
+    layout: str = "auto",
+    *,
+    require_labels: bool = True,
+    workers: int = 1,
+    ignore_label: int | None = None,
+    **options,
 ) -> CheckReport:
     """Discover ``root`` and check it. Structural errors (no such folder, bad dataset.json) raise DataError."""
     dataset = discover(root, layout, **options)
-    return check_dataset(dataset, require_labels=require_labels, workers=workers)
+    return check_dataset(dataset, require_labels=require_labels, workers=workers, ignore_label=ignore_label)

@@ -37,8 +37,8 @@ import numpy as np
 from attnseg.datasets.base import Case, Dataset, Problem, data_files, spatial_dims_of, split_suffix
 from attnseg.datasets.brats import PRESETS, case_folders, discover_brats, discover_folder, naming_of
 from attnseg.datasets.masks2d import mask_encoding_for
-from attnseg.datasets.msd import discover_msd, read_dataset_json
-from attnseg.datasets.nnunet import discover_nnunet
+from attnseg.datasets.msd import discover_msd, msd_labels, read_dataset_json
+from attnseg.datasets.nnunet import discover_nnunet, nnunet_labels
 from attnseg.datasets.paired import discover_paired, find_pair_dirs
 from attnseg.datasets.regions import BRATS_REGIONS, brats_regions, brats_scheme
 from attnseg.datasets.slices2d import discover_slices2d, looks_like_slices
@@ -89,6 +89,19 @@ def detect_layout(root: str | os.PathLike) -> tuple[str, dict[str, Any]]:
         "labels/ (paired), BraTS case folders and <id>_<n>_mask slice folders. For other "
         "folder-per-case data pass file patterns, e.g. channels=['*flair*'], label='*seg*'"
     )
+
+
+def declared_labels(root: str | os.PathLike) -> dict[str, int]:
+    """Name -> value of the labels ``root/dataset.json`` declares (nnU-Net v2 or MSD), without
+    listing the cases; ``{}`` when there is no dataset.json (e.g. a folder of label maps)."""
+    root = Path(root)
+    if not (root / "dataset.json").is_file():
+        return {}
+    data = read_dataset_json(root)
+    where = str(root / "dataset.json")
+    if "channel_names" in data or "file_ending" in data:
+        return nnunet_labels(data.get("labels"), where)[0]
+    return msd_labels(data.get("labels", {}), where)
 
 
 def _is_pattern(text: str) -> bool:

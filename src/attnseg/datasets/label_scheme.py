@@ -20,6 +20,15 @@ Conventions:
     order (``attnseg.datasets.regions.class_order_paint``);
   * otherwise attnseg's own rule (:data:`ATTNSEG_PAINT_RULE`, ``attnseg.datasets.regions.paint_order``).
 
+- ``ignore_label``: one label value whose voxels are not annotated (sparse or partial annotations;
+  nnU-Net v2's ``"ignore"`` entry in dataset.json, or ``data.ignore_label``). It is no class and no
+  output channel; it must be the highest label value (nnU-Net's rule). ``encode`` gives those
+  voxels :attr:`LabelScheme.ignore_index` (labels: ``K``, one past the last class index, as
+  nnU-Net keeps it; regions: 255 in every channel), which the losses mask out
+  (``attnseg.losses``, ``ignore_index``); foreground sampling never centres on them
+  (``attnseg.transforms.sampling``) and the metrics leave them out (``attnseg.metrics.evaluate``,
+  docs/metrics.md). This class is the one place that knows the value: every other module asks it.
+
 Label maps are uint8 when every value fits in 0..255, else int32. Bad input is a ValueError that
 says what to pass; ``from_labels`` (a dataset's declared labels and the run's ``data.target``)
 raises ConfigError.
@@ -47,9 +56,13 @@ from attnseg.datasets.regions import paint_order as attnseg_paint_order
 from attnseg.datasets.regions import regions_to_labels
 from attnseg.errors import ConfigError, DataError
 
-__all__ = ["ATTNSEG_PAINT_RULE", "KINDS", "LabelScheme"]
+__all__ = ["ATTNSEG_PAINT_RULE", "IGNORE_NAME", "IGNORE_REGION_VALUE", "KINDS", "LabelScheme"]
 
 KINDS = ("labels", "regions")
+#: The label name that marks unannotated voxels in a dataset.json (nnU-Net v2's convention).
+IGNORE_NAME = "ignore"
+#: The target value of an ignored voxel in every channel of a regions target (uint8).
+IGNORE_REGION_VALUE = 255
 #: How regions become one label map when the dataset declares no order (said here, once).
 ATTNSEG_PAINT_RULE = (
     "attnseg's rule: largest region first, each painted with its own lowest label, so a voxel gets "
@@ -71,6 +84,7 @@ class LabelScheme:
 
     ``paint_order``: regions only, (region, value) pairs painted in that order, later over earlier
     (a dataset's nnU-Net ``regions_class_order``); empty: :data:`ATTNSEG_PAINT_RULE`.
+    ``ignore_label``: the label value of unannotated voxels (None: every voxel is annotated).
     """
 
     kind: str
@@ -78,6 +92,7 @@ class LabelScheme:
     names: tuple[str, ...]
     regions: tuple[tuple[int, ...], ...] = ()
     paint_order: tuple[tuple[str, int], ...] = ()
+    ignore_label: int | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise lists and numpy ints once, here
@@ -85,12 +100,25 @@ class LabelScheme:
         set_(self, "names", tuple(str(n) for n in self.names))
         set_(self, "regions", tuple(tuple(int(v) for v in r) for r in self.regions))
         set_(self, "paint_order", tuple((str(n), int(v)) for n, v in self.paint_order))
+        if self.ignore_label is not None:
+            set_(self, "ignore_label", int(self.ignore_label))
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r}: pass 'labels' (softmax classes) or 'regions' (sigmoid)")
         if self.kind == "labels":
             self._check_labels()
         else:
             self._check_regions()
+        self._check_ignore()
+
+    def _check_ignore(self) -> None:
+        if self.ignore_label is None:
+            return
+        every = {*self.values, *(v for r in self.regions for v in r)}
+        if self.ignore_label <= max(every):
+            raise ValueError(
+                f"ignore label {self.ignore_label} must be the highest label value (nnU-Net's rule); the "
+                f"classes use {sorted(every)}: give the unannotated voxels a value above {max(every)}"
+            )
 
     def _check_labels(self) -> None:
         if not self.values:
@@ -131,15 +159,27 @@ class LabelScheme:
         *,
         kind: str = "auto",
         paint_order: Sequence[Sequence] | None = None,
+        ignore_label: int | None = None,
     ) -> LabelScheme:
         """A dataset's declared ``labels`` (name -> value, background included) and ``regions``
         (name -> values), as ``kind`` (``data.target``: auto, labels or regions; auto = regions when
         the dataset declares them). ``paint_order``: the dataset's (region, value) painting order.
+        ``ignore_label``: ``data.ignore_label``; a label named :data:`IGNORE_NAME` declares it too
+        (both: they must agree). Its value is taken out of the classes, whatever its name.
 
-        Example: ``LabelScheme.from_labels({"background": 0, "tumour": 1}).values == (0, 1)``.
+        Example: ``LabelScheme.from_labels({"background": 0, "tumour": 1}).values == (0, 1)``;
+        ``LabelScheme.from_labels({"background": 0, "tumour": 1, "ignore": 2}).ignore_label == 2``.
         """
         if kind not in ("auto", *KINDS):
             raise ConfigError(f"data.target={kind!r}; pass auto, labels or regions")
+        ignore_label = cls.declared_ignore_label(labels, ignore_label)
+        if ignore_label is not None:
+            labels = {n: v for n, v in labels.items() if int(v) != ignore_label}
+            try:
+                scheme = cls.from_labels(labels, regions, kind=kind, paint_order=paint_order)
+                return dataclasses.replace(scheme, ignore_label=ignore_label)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if kind == "auto":
             kind = "regions" if regions else "labels"
         by_value = sorted(labels.items(), key=lambda kv: kv[1])
@@ -157,6 +197,30 @@ class LabelScheme:
                 f"only one label declared ({labels}); segmentation needs background and a class"
             )
         return cls("labels", values, tuple(str(n) for n, _ in by_value))
+
+    @staticmethod
+    def declared_ignore_label(labels: Mapping[str, int], ignore_label: int | None = None) -> int | None:
+        """The ignore label of declared ``labels`` (the value named :data:`IGNORE_NAME`) and of the
+        setting ``ignore_label`` (``data.ignore_label``), None when neither gives one. Declared
+        labels with an ignore label above it are fine; two different values raise ConfigError, and so
+        does an ignore label that is not the highest declared value (nnU-Net's rule)."""
+        declared = labels.get(IGNORE_NAME)
+        if declared is not None and ignore_label is not None and int(declared) != int(ignore_label):
+            raise ConfigError(
+                f"data.ignore_label={ignore_label} but the dataset declares {IGNORE_NAME!r} = {declared}; "
+                "drop the setting or make them agree"
+            )
+        value = ignore_label if ignore_label is not None else declared
+        if value is None:
+            return None
+        value = int(value)
+        above = sorted(int(v) for n, v in labels.items() if n != IGNORE_NAME and int(v) > value)
+        if above:
+            raise ConfigError(
+                f"ignore label {value} must be the highest label value (nnU-Net's rule); the dataset "
+                f"declares {above} above it"
+            )
+        return value
 
     @classmethod
     def default(cls, out_channels: int) -> LabelScheme:
@@ -180,6 +244,8 @@ class LabelScheme:
         }
         if self.paint_order:
             out["paint_order"] = [[n, v] for n, v in self.paint_order]
+        if self.ignore_label is not None:
+            out["ignore_label"] = self.ignore_label
         return out
 
     @classmethod
@@ -188,12 +254,14 @@ class LabelScheme:
         names gets ``label_<value>``, a regions scheme without values gets 0 and every region's
         labels; a labels scheme ignores stray ``regions``/``paint_order`` entries."""
         kind = d.get("kind", "labels")
+        ignore = d.get("ignore_label")
         if kind == "regions":
             regions = [[int(v) for v in r] for r in d.get("regions") or []]
             values = d.get("values") or sorted({0, *(v for r in regions for v in r)})
-            return cls("regions", values, d.get("names") or [], regions, d.get("paint_order") or ())
+            paint = d.get("paint_order") or ()
+            return cls("regions", values, d.get("names") or [], regions, paint, ignore_label=ignore)
         values = [int(v) for v in d.get("values") or []]
-        return cls(kind, values, d.get("names") or [f"label_{v}" for v in values])
+        return cls(kind, values, d.get("names") or [f"label_{v}" for v in values], ignore_label=ignore)
 
     # --- what the channels are ----------------------------------------------------------------------------
     @property
@@ -227,6 +295,24 @@ class LabelScheme:
         return self.values[0] if self.kind == "labels" else 0
 
     @property
+    def file_values(self) -> tuple[int, ...]:
+        """Every value a label map of this scheme may hold: :attr:`values` and the ignore label."""
+        return (*self.values, *(() if self.ignore_label is None else (self.ignore_label,)))
+
+    @property
+    def ignore_index(self) -> int | None:
+        """The training-target value of an ignored voxel (None without an ignore label): the class
+        index ``K`` (one past the last channel) for labels, :data:`IGNORE_REGION_VALUE` in every
+        channel for regions. Pass it to the losses (``ignore_index``)."""
+        if self.ignore_label is None:
+            return None
+        return len(self.values) if self.kind == "labels" else IGNORE_REGION_VALUE
+
+    def ignored(self, label: np.ndarray) -> np.ndarray | None:
+        """Bool mask of the ignored voxels of a label map; None without an ignore label."""
+        return None if self.ignore_label is None else np.asarray(label) == self.ignore_label
+
+    @property
     def label_dtype(self) -> np.dtype:
         every = {0, *self.values, *(v for r in self.regions for v in r)}
         return np.dtype(np.uint8) if min(every) >= 0 and max(every) <= 255 else np.dtype(np.int32)
@@ -240,16 +326,27 @@ class LabelScheme:
         return self.paint_order or tuple(attnseg_paint_order(self.region_map))
 
     def describe(self) -> str:
-        """One line: ``classes background=0, tumour=1`` or ``regions WT=[1, 2, 4], ...``."""
+        """One line: ``classes background=0, tumour=1`` or ``regions WT=[1, 2, 4], ...`` (and
+        ``; ignore label 3`` when there is one)."""
+        ignore = "" if self.ignore_label is None else f"; ignore label {self.ignore_label}"
         if self.kind == "regions":
-            return f"regions {', '.join(f'{n}={v}' for n, v in self.region_map.items())}"
-        return f"classes {', '.join(f'{n}={v}' for n, v in zip(self.names, self.values))}"
+            return f"regions {', '.join(f'{n}={v}' for n, v in self.region_map.items())}{ignore}"
+        return f"classes {', '.join(f'{n}={v}' for n, v in zip(self.names, self.values))}{ignore}"
 
     # --- label maps <-> targets and logits ---------------------------------------------------------------
     def encode(self, label: np.ndarray) -> np.ndarray:
         """Label map -> training target: class indices ``(*spatial)`` int64, or regions
-        ``(R, *spatial)`` uint8. A value the scheme does not know raises DataError."""
+        ``(R, *spatial)`` uint8; ignored voxels get :attr:`ignore_index`. A value the scheme does not
+        know raises DataError."""
         label = np.asarray(label)
+        ignored = self.ignored(label)
+        if ignored is not None:
+            target = self._encode(np.where(ignored, self.background, label))
+            target[..., ignored] = self.ignore_index
+            return target
+        return self._encode(label)
+
+    def _encode(self, label: np.ndarray) -> np.ndarray:
         if self.kind == "regions":
             out = np.empty((len(self.regions), *label.shape), dtype=np.uint8)
             for r, vals in enumerate(self.regions):
@@ -267,8 +364,8 @@ class LabelScheme:
         return order[idx].astype(np.int64)
 
     def _unknown_values(self, label: np.ndarray) -> str:
-        extra = sorted(set(np.unique(label).tolist()) - set(self.values))
-        return f"label values {extra} are not among the declared values {list(self.values)}"
+        extra = sorted(set(np.unique(label).tolist()) - set(self.file_values))
+        return f"label values {extra} are not among the declared values {list(self.file_values)}"
 
     def _check_channels(self, logits: np.ndarray) -> None:
         if logits.ndim < 1 or logits.shape[0] != self.out_channels:
@@ -320,10 +417,10 @@ class LabelScheme:
         return np.stack([index == k for k in range(1, len(self.values))])
 
     def masks_from_labels(self, label: np.ndarray) -> np.ndarray:
-        """The same masks from a label map (the truth)."""
+        """The same masks from a label map (the truth); an ignored voxel is in none of them."""
         encoded = self.encode(label)
         if self.kind == "regions":
-            return encoded.astype(bool)
+            return encoded == 1
         return np.stack([encoded == k for k in range(1, len(self.values))])
 
     def with_paint_order(self, order: Sequence[Sequence]) -> LabelScheme:

@@ -1,7 +1,8 @@
 """nnU-Net v2 raw layout: ``imagesTr/<case>_<XXXX><ending>`` one file per channel, ``labelsTr/<case><ending>``.
 
 ``dataset.json``: ``channel_names`` (``{"0": "T2", "1": "ADC"}``), ``labels`` (name -> value,
-background included; a list of values makes a region, nnU-Net's region-based training),
+background included; a list of values makes a region, nnU-Net's region-based training; a label
+named ``"ignore"`` marks unannotated voxels, see ``attnseg.datasets.label_scheme``),
 ``numTraining``, ``file_ending``; optionally ``dataset`` listing the cases explicitly.
 """
 
@@ -11,6 +12,7 @@ import re
 from pathlib import Path
 
 from attnseg.datasets.base import Case, Dataset, Problem, natural_key, on_disk
+from attnseg.datasets.label_scheme import IGNORE_NAME
 from attnseg.datasets.msd import _indexed_names, read_dataset_json
 from attnseg.datasets.regions import class_order_paint
 from attnseg.errors import DataError
@@ -37,7 +39,7 @@ def nnunet_labels(table, where: str) -> tuple[dict[str, int], dict[str, list[int
                 ) from exc
     if regions:
         for name, value in labels.items():  # plain labels are one-value regions in a region-based dataset
-            if value != 0 and name not in regions:
+            if value != 0 and name not in regions and name != IGNORE_NAME:
                 regions[name] = [value]
         known = set(labels.values())
         for vals in regions.values():

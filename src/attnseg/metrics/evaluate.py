@@ -7,12 +7,16 @@ case id, checks that each pair has the same grid, and writes ``metrics_per_case.
 ``summary.json`` atomically. Label maps are NIfTI or 2D masks (PNG, JPEG, TIFF, BMP); a folder's 2D
 masks are decoded as a dataset's are (``attnseg.io.mask_encoding``: one decision from all their
 value histograms), the predictions with the truth's classes declared. 2D images carry no spacing:
-spacing 1, distances in pixels (``summary["settings"]["distance_unit"]``). Conventions: docs/metrics.md.
+spacing 1, distances in pixels (``summary["settings"]["distance_unit"]``). An ignore label
+(unannotated voxels, ``LabelScheme.ignore_label``): where the truth holds it, the voxel is left out
+of every metric (``ignore_label``; the folders' default reads it from the truth's dataset.json).
+Conventions: docs/metrics.md.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -22,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from attnseg.datasets.discover import declared_labels
+from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.datasets.regions import BRATS_REGIONS
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text
@@ -128,6 +134,17 @@ def parse_classes(text: str) -> list[int] | dict[str, int]:
         raise ConfigError(f"--labels {text!r}: expected 1,2,4 or name=1,name=2") from None
 
 
+def parse_ignore_label(text: str) -> int | str | None:
+    """``--ignore-label`` text: a label value, ``auto`` (the truth's dataset.json) or ``none``."""
+    text = text.strip().lower()
+    if text in ("auto", "none"):
+        return None if text == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--ignore-label {text!r}: expected a label value (e.g. 3), auto or none") from None
+
+
 def parse_tolerances(text: str) -> tuple[float, ...]:
     """``--nsd-tolerance-mm`` text: ``1,2`` (mm, one NSD column each) or ``none`` (no NSD)."""
     if text.strip().lower() in ("", "none"):
@@ -205,8 +222,13 @@ def evaluate_case(
     threads: int | None = None,
     nsd_tolerances_mm: Sequence[float] = DEFAULT_NSD_TOLERANCES_MM,
     size_bins_mm: Sequence[float] = DEFAULT_SIZE_BINS_MM,
+    ignore_label: int | None = None,
 ) -> dict[str, dict[str, float]]:
     """Every metric for every class/region of one case: ``{target: {metric: value}}``.
+
+    ``ignore_label``: where the truth has this value the voxel is not annotated and takes no part:
+    it is background in both maps for every metric and does not count among the voxels (so it is
+    no true negative either: specificity and FPR see only annotated voxels).
 
     Metrics: dice, iou, sensitivity, specificity, precision, fpr, fnr, voxel counts, volumes (mm^3,
     ml, relative), hd_mm, hd95_mm (``hd{percentile}_mm``), assd_mm, the normalized surface Dice at
@@ -243,6 +265,14 @@ def evaluate_case(
     spacing = resolve_spacing(spacing_mm, pred.ndim)
     voxel_mm3 = float(np.prod(spacing))
     n_total = int(truth.size)
+    keep = None  # the annotated voxels, when some are not
+    if ignore_label is not None:
+        ignored = truth == int(ignore_label)
+        n_ignored = int(np.count_nonzero(ignored))
+        if n_ignored:
+            keep = ~ignored
+            pred, truth = np.where(ignored, 0, pred), np.where(ignored, 0, truth)
+            n_total -= n_ignored
     worst_mm = (
         volume_diagonal_mm(truth.shape, spacing) if empty_distance_mm is None else float(empty_distance_mm)
     )
@@ -261,7 +291,14 @@ def evaluate_case(
     out: dict[str, dict[str, float]] = {}
     for name, vals in targets.items():
         pm, tm = _select(pc, vals), _select(tc, vals)
-        row = overlap_metrics_from_confusion(confusion(pm, tm, n_total), voxel_mm3)
+        if keep is None:
+            counts = confusion(pm, tm, n_total)
+        else:  # true negatives among the annotated voxels only
+            if 0 in vals:  # background target: pc, tc are the whole volume
+                pm, tm = pm & keep, tm & keep
+            c = confusion(pm, tm)
+            counts = dataclasses.replace(c, tn=n_total - c.tp - c.fp - c.fn)
+        row = overlap_metrics_from_confusion(counts, voxel_mm3)
         row.update(
             surface_metrics(
                 pm,
@@ -482,6 +519,7 @@ def evaluate_folders(
     progress: bool = False,
     nsd_tolerances_mm: Sequence[float] = DEFAULT_NSD_TOLERANCES_MM,
     size_bins_mm: Sequence[float] = DEFAULT_SIZE_BINS_MM,
+    ignore_label: int | str | None = "auto",
 ) -> EvaluationResult:
     """Evaluate every prediction in ``pred_dir`` against its truth in ``truth_dir`` (matched by case id).
 
@@ -493,6 +531,9 @@ def evaluate_folders(
     ``convention="brats2023"`` adds the BraTS 2023 lesion-wise scores (``evaluate_case``).
     ``nsd_tolerances_mm``: one normalized-surface-Dice column per tolerance (``nsd_1mm``, ``nsd_2mm``).
     ``size_bins_mm``: the edges of the lesion size bins (``evaluate_case``).
+    ``ignore_label``: truth voxels with this value are left out (``evaluate_case``); ``"auto"``: the
+    ``"ignore"`` label of the dataset.json in ``truth_dir`` or its parent (a dataset's
+    ``labelsTr``), none without one; None: every voxel counts.
     Writes ``metrics_per_case.csv`` and ``summary.json`` into ``out_dir`` when given.
     """
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
@@ -509,6 +550,7 @@ def evaluate_folders(
         raise DataError(f"{pred_dir}: {len(orphans)} prediction(s) have no truth in {truth_dir}: {shown}")
     missing = sorted(set(truths) - set(preds))
     case_ids = sorted(preds)
+    ignore_label, ignore_note = _resolve_ignore_label(ignore_label, truth_dir)
     options = dict(
         percentile=percentile,
         hd_convention=hd_convention,
@@ -549,7 +591,13 @@ def evaluate_folders(
             )
         ndim = truth.ndim
         per_case[cid] = evaluate_case(
-            pred, truth, tmeta.spacing_mm, classes=classes, regions=regions, **options
+            pred,
+            truth,
+            tmeta.spacing_mm,
+            classes=classes,
+            regions=regions,
+            ignore_label=ignore_label,
+            **options,
         )
 
     if classes is None and regions is None:  # union of labels: fill targets absent from a case
@@ -568,11 +616,12 @@ def evaluate_folders(
         "distance_unit": "pixel" if two_d else "mm",
         **options,
         "empty_distance_mm": empty_distance_mm,  # None: the volume's diagonal
+        "ignore_label": ignore_label,
     }
     if lesion_wise is not None:
         settings["lesionwise"] = {**lesion_wise, "penalty_mm": empty_distance_mm}
     summary = summarize(per_case, settings=settings, missing_predictions=missing)
-    notes = _mask_notes(truth_masks, "truth") + _mask_notes(pred_masks, "prediction")
+    notes = _mask_notes(truth_masks, "truth") + _mask_notes(pred_masks, "prediction") + ignore_note
     if two_d:
         notes.append(
             "2D images carry no spacing: spacing 1, so the distances (hd_mm, hd95_mm, assd_mm) are in pixels, "
@@ -592,6 +641,27 @@ def _size_bins(edges_mm: Sequence[float]) -> tuple[float, ...]:
         return check_size_bins(edges_mm)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _resolve_ignore_label(ignore_label: int | str | None, truth_dir: Path) -> tuple[int | None, list[str]]:
+    """The ignore label to use and a note saying where it came from (``evaluate_folders``)."""
+    if ignore_label is None:
+        return None, []
+    if ignore_label != "auto":
+        if isinstance(ignore_label, bool) or not isinstance(ignore_label, int | np.integer):
+            raise ConfigError(f"ignore_label={ignore_label!r}: pass a label value, 'auto' or None")
+        return int(ignore_label), [f"truth voxels labelled {int(ignore_label)} are ignored (not annotated)"]
+    for folder in (truth_dir, truth_dir.parent):
+        labels = declared_labels(folder)
+        if labels:
+            value = LabelScheme.declared_ignore_label(labels)
+            if value is None:
+                return None, []
+            return value, [
+                f"truth voxels labelled {value} are ignored (not annotated): the 'ignore' label of "
+                f"{folder / 'dataset.json'}"
+            ]
+    return None, []
 
 
 def _declared_values(classes: ClassesArg, regions: RegionsArg) -> list[int] | None:

@@ -120,6 +120,8 @@ def build_training_loss(config: LossConfig, target: LabelScheme, deep_supervisio
         options.update(lambda_dice=config.lambda_dice, lambda_focal=config.lambda_other)
     if weights is not None:
         options["class_weights"] = weights
+    if target.ignore_index is not None:
+        options["ignore_index"] = target.ignore_index
     try:
         loss = build_loss(name, target.activation, **options)
     except (ValueError, TypeError) as exc:
@@ -332,7 +334,12 @@ def build_setup(
     total = tc.epochs * iters
     schedule = make_schedule(oc.schedule, total, oc.lr, oc.warmup_iters, oc.min_lr, oc.poly_power)
     dataset = PatchDataset(
-        train_cases, config.augment, seed=tc.seed, classes=target.values, encode=target.encode
+        train_cases,
+        config.augment,
+        seed=tc.seed,
+        classes=target.file_values,
+        encode=target.encode,
+        ignore_label=target.ignore_label,
     )
     try:
         averages = WeightAverages(tc.weight_averages)

@@ -101,7 +101,11 @@ def select_split(dataset, config: RunConfig) -> dict[str, list[str]]:
 
 
 def load_cases(
-    dataset, case_ids: Sequence[str], config: RunConfig, classes: Sequence[int] | None
+    dataset,
+    case_ids: Sequence[str],
+    config: RunConfig,
+    classes: Sequence[int] | None,
+    ignore_label: int | None = None,
 ) -> list[PreparedCase]:
     """Decode and preprocess the cases once (``attnseg.transforms.CaseStore``) and keep them in memory."""
     # the list holds every case for the whole run, so the store's cache would only hold a second copy
@@ -111,6 +115,7 @@ def load_cases(
         VolumeCache(memory_bytes=0, mode="memory"),
         classes=classes,
         case_ids=case_ids,
+        ignore_label=ignore_label,
     )
     return [store.get(case_id) for case_id in case_ids]
 
@@ -134,6 +139,7 @@ def derive_settings(
         "in_channels": model_cfg.in_channels,
         "out_channels": model_cfg.out_channels,
         "target": f"{target.kind} ({', '.join(target.channel_names)})",
+        **({"ignore_label": target.ignore_label} if target.ignore_label is not None else {}),
         "median_shape": list(median),
         "network_stride": stride,
         "patch_budget_vox": budget,
@@ -324,14 +330,19 @@ def train(
         raise DataError(f"{data_root}: the split leaves no training case")
 
     labels = dict(dataset.labels)
-    classes = sorted(set(labels.values())) if labels else None
-    train_cases = load_cases(dataset, split["train"], config, classes)
-    val_cases = load_cases(dataset, split["val"], config, classes)
+    ignore = LabelScheme.declared_ignore_label(labels, config.data.ignore_label)
+    classes = sorted(set(labels.values()) | ({ignore} if ignore is not None else set())) if labels else None
+    train_cases = load_cases(dataset, split["train"], config, classes, ignore)
+    val_cases = load_cases(dataset, split["val"], config, classes, ignore)
     mask_note = check_masks_trainable(dataset, train_cases)
     if not labels:
         labels = _infer_labels(train_cases + val_cases)
     target = LabelScheme.from_labels(
-        labels, dataset.regions, kind=config.data.target, paint_order=dataset.info.get("region_paint_order")
+        labels,
+        dataset.regions,
+        kind=config.data.target,
+        paint_order=dataset.info.get("region_paint_order"),
+        ignore_label=ignore,
     )
     config, derived = derive_settings(config, dataset, target, train_cases, device_type)
     if minutes is not None and not resume:

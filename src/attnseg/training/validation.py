@@ -1,5 +1,6 @@
 """Validation on whole volumes: sliding-window logits, then Dice per class or region (the scored
-channels' masks come from the label scheme, ``LabelScheme.masks_from_logits``)."""
+channels' masks come from the label scheme, ``LabelScheme.masks_from_logits``). Voxels of the
+scheme's ignore label are in neither mask, as in ``attnseg evaluate``."""
 
 from __future__ import annotations
 
@@ -66,9 +67,11 @@ def validate(
     per_case = {}
     for case in cases:
         logits = predict_logits(model, case.image, patch_size, precision, overlap, batch_size)
-        per_case[case.case_id] = dice_per_channel(
-            target.masks_from_logits(logits), target.masks_from_labels(case.label)
-        )
+        pred = target.masks_from_logits(logits)
+        ignored = target.ignored(case.label)
+        if ignored is not None:
+            pred &= ~ignored
+        per_case[case.case_id] = dice_per_channel(pred, target.masks_from_labels(case.label))
     table = np.asarray(list(per_case.values()), dtype=np.float64).reshape(len(per_case), len(names))
     per_channel = table.mean(0) if len(per_case) else np.full(len(names), np.nan)
     return {

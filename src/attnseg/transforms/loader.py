@@ -69,6 +69,7 @@ class CaseStore:
     (default: the dataset's declared values); a label with another value is refused. ``cache``:
     where prepared volumes live (default: in memory up to 2 GiB, no disk). ``store[i]`` is the
     prepared case ``case_ids[i]``, so a store can stand where a list of cases is expected.
+    ``ignore_label``: unannotated voxels, never indexed as foreground locations or components.
     """
 
     def __init__(
@@ -79,8 +80,10 @@ class CaseStore:
         *,
         classes: Sequence[int] | None = None,
         case_ids: Sequence[str] | None = None,
+        ignore_label: int | None = None,
     ) -> None:
         self.dataset = dataset
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
         self.preprocess = preprocess or PreprocessConfig()
         self.cache = cache or VolumeCache()
         self.classes = list(classes) if classes is not None else list(dataset.label_values) or None
@@ -91,6 +94,8 @@ class CaseStore:
             raise ConfigError(f"case(s) {missing[:5]} are not in the dataset at {dataset.root}")
         self.case_ids = ids
         self._settings = repr(sorted(to_dict(self.preprocess).items())) + repr(self.classes)
+        if self.ignore_label is not None:  # entries cached without an ignore label keep their key
+            self._settings += f"ignore={self.ignore_label}"
         if dataset.spatial_dims == 2:  # decide the 2D mask encoding once, before workers
             mask_set_encoding(dataset)
 
@@ -136,9 +141,9 @@ class CaseStore:
         fg = None if self.classes is None else self.classes[1:]
         if label is not None:
             entry["label"] = np.ascontiguousarray(label)
-            for k, idx in class_locations(label, fg).items():
+            for k, idx in class_locations(label, fg, ignore_label=self.ignore_label).items():
                 entry[f"loc_{k}"] = idx
-            components = component_locations(label, fg)
+            components = component_locations(label, fg, ignore_label=self.ignore_label)
             entry["components_voxels"], entry["components_starts"] = components.voxels, components.starts
         entry["meta"] = {"spacing_mm": list(spacing)}
         return entry
@@ -174,6 +179,8 @@ class PatchDataset(torch.utils.data.Dataset):
     oversampling and label interpolation use them; default: the values present). ``encode``: label
     patch -> training target, e.g. class indices or region masks (default: the label values as
     they are). ``seed``: with the key, it fixes every random choice of the patch.
+    ``ignore_label``: the value of unannotated voxels (``LabelScheme.ignore_label``): interpolated
+    like a class, never a foreground class to centre patches on.
     """
 
     def __init__(
@@ -184,6 +191,7 @@ class PatchDataset(torch.utils.data.Dataset):
         seed: int,
         classes: Sequence[int] | None = None,
         encode: Callable[[np.ndarray], np.ndarray] | None = None,
+        ignore_label: int | None = None,
     ):
         if len(cases) == 0:
             raise ConfigError("no cases to sample patches from")
@@ -193,6 +201,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.classes = None if classes is None else [int(c) for c in classes]
         self.encode = encode
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
         self._samplers: dict[tuple[int, ...], PatchSampler] = {}
 
     def __len__(self) -> int:
@@ -203,7 +212,11 @@ class PatchDataset(torch.utils.data.Dataset):
         patch_size = tuple(int(p) for p in patch_size)
         if patch_size not in self._samplers:
             self._samplers[patch_size] = PatchSampler(
-                patch_size, self.augment, classes=self.classes, augment=self.use_augment
+                patch_size,
+                self.augment,
+                classes=self.classes,
+                augment=self.use_augment,
+                ignore_label=self.ignore_label,
             )
         return self._samplers[patch_size]
 
@@ -215,9 +228,9 @@ class PatchDataset(torch.utils.data.Dataset):
         if self.augment.fg_fraction > 0:
             fg = None if self.classes is None else self.classes[1:]
             if case.locations is None:
-                case.locations = class_locations(case.label, fg)
+                case.locations = class_locations(case.label, fg, ignore_label=self.ignore_label)
             if case.components is None and self.augment.fg_sampling == "component":
-                case.components = component_locations(case.label, fg)
+                case.components = component_locations(case.label, fg, ignore_label=self.ignore_label)
         return case
 
     def params_for(self, key: PatchKey, case: PreparedCase | None = None) -> SampleParams:

@@ -4,6 +4,10 @@
 ``np.random.Generator`` into a :class:`SampleParams` (crop, rotation, zoom, elastic field, mirror,
 gamma, scale/shift, noise seed), then calls the deterministic transform with it. ``apply`` with a
 recorded ``SampleParams`` replays the sample exactly; ``SampleParams.to_dict`` makes it JSON.
+
+An ignore label (``LabelScheme.ignore_label``: unannotated voxels) is never a foreground class:
+``class_locations`` does not index it and ``PatchSampler`` never centres a patch on it. Its voxels
+are still cut and interpolated like a class's, so the target keeps them ignored.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ def class_locations(
     *,
     max_per_class: int = 20000,
     seed: int = 0,
+    ignore_label: int | None = None,
 ) -> ClassLocations:
     """Voxel indices ``(N, D)`` int32 of each foreground class, at most ``max_per_class`` each.
 
-    ``classes``: the values to index (default: every non-zero value present). Large classes are
-    subsampled with a fixed ``seed``, so the result is a pure function of the label map.
+    ``classes``: the values to index (default: every non-zero value present); ``ignore_label`` is
+    never indexed. Large classes are subsampled with a fixed ``seed``, so the result is a pure
+    function of the label map.
     """
     label = np.asarray(label)
     flat = label.reshape(-1)
@@ -55,6 +61,7 @@ def class_locations(
     values = flat[fg]
     if classes is None:
         classes = [int(v) for v in np.unique(values)]
+    classes = [int(k) for k in classes if ignore_label is None or int(k) != int(ignore_label)]
     rng = np.random.default_rng(seed)
     out: ClassLocations = {}
     for k in classes:
@@ -73,13 +80,16 @@ def component_locations(
     connectivity: int | None = None,
     max_per_component: int = 5000,
     seed: int = 0,
+    ignore_label: int | None = None,
 ) -> ComponentLocations:
     """The voxels of each connected component of the foreground (label values in ``classes``,
     default every non-zero value; default connectivity 26 in 3D, 8 in 2D), components in label
     order, at most ``max_per_component`` voxels each (subsampled with a fixed ``seed``, so the
-    result is a pure function of the label map)."""
+    result is a pure function of the label map). ``ignore_label`` is never foreground."""
     label = np.asarray(label)
     fg = label != 0 if classes is None else np.isin(label, [int(k) for k in classes if int(k) != 0])
+    if ignore_label is not None:
+        fg &= label != int(ignore_label)
     ids, n = connected_components(fg, connectivity)
     flat = ids.reshape(-1)
     idx = np.flatnonzero(flat)
@@ -268,8 +278,9 @@ class PatchSampler:
 
     ``patch_size``: voxels per spatial axis. ``config``: :class:`AugmentConfig` (default settings
     when None). ``classes``: the declared label values, background first (used for foreground
-    oversampling and ``label_mode="linear"``). ``augment=False`` gives plain random/foreground
-    crops with no other change (validation patches).
+    oversampling and ``label_mode="linear"``; list the ignore label among them so it is
+    interpolated as a value of its own). ``ignore_label``: never a foreground class to centre on.
+    ``augment=False`` gives plain random/foreground crops with no other change (validation patches).
     """
 
     def __init__(
@@ -279,6 +290,7 @@ class PatchSampler:
         *,
         classes: Sequence[int] | None = None,
         augment: bool = True,
+        ignore_label: int | None = None,
     ) -> None:
         self.patch_size = tuple(int(p) for p in patch_size)
         if any(p < 1 for p in self.patch_size) or len(self.patch_size) not in (2, 3):
@@ -286,6 +298,7 @@ class PatchSampler:
         self.config = config or AugmentConfig()
         self.classes = None if classes is None else [int(c) for c in classes]
         self.augment = augment
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
         if self.config.label_mode not in ("nearest", "linear"):
             raise ValueError(f"label_mode must be 'nearest' or 'linear', got {self.config.label_mode!r}")
         if not 0.0 <= self.config.fg_fraction <= 1.0:
@@ -304,6 +317,13 @@ class PatchSampler:
     def spatial_dims(self) -> int:
         return len(self.patch_size)
 
+    def _is_foreground(self, value: int) -> bool:
+        """Whether patches may be centred on ``value``: a declared class other than the background
+        (any value when none are declared), never the ignore label."""
+        if value == self.ignore_label:
+            return False
+        return self.classes is None or (value in self.classes and value != self.classes[0])
+
     def draw(
         self,
         rng: np.random.Generator,
@@ -318,8 +338,8 @@ class PatchSampler:
         (``components``: where the lesions are, for ``fg_sampling="component"``)."""
         cfg, d = self.config, self.spatial_dims
         shape = tuple(int(s) for s in shape[-d:])
-        if locations is not None and self.classes is not None:
-            locations = {k: v for k, v in locations.items() if k in self.classes and k != self.classes[0]}
+        if locations is not None:
+            locations = {k: v for k, v in locations.items() if self._is_foreground(k)}
         if self.by_component and components is None and cfg.fg_fraction > 0:
             raise ValueError('augment.fg_sampling="component" needs the components (component_locations)')
         start, centre = choose_patch_start(
@@ -407,9 +427,9 @@ class PatchSampler:
         if label is not None and self.config.fg_fraction > 0:
             fg_classes = None if self.classes is None else self.classes[1:]
             if self.by_component:
-                components = component_locations(label, fg_classes)
+                components = component_locations(label, fg_classes, ignore_label=self.ignore_label)
             elif locations is None:
-                locations = class_locations(label, fg_classes)
+                locations = class_locations(label, fg_classes, ignore_label=self.ignore_label)
         params = self.draw(
             rng,
             image.shape[1:],
