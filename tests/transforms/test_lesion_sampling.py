@@ -138,3 +138,15 @@ def test_case_store_keeps_the_components_of_a_small_lesion_phantom(tmp_path):
     np.testing.assert_array_equal(first.components.voxels, again.components.voxels)
     n_lesions = len(json.loads((root / "phantom.json").read_text())["cases"]["Phantom_000"]["lesions"])
     assert first.components.n == n_lesions  # one component per placed lesion
+
+
+def test_component_locations_leave_the_ignore_label_out():
+    """Unannotated voxels (the ignore label) are never a lesion to centre a patch on."""
+    label = np.zeros((10, 10, 10), np.uint8)
+    label[1:3, 1:3, 1:3] = 1  # one lesion of 8 voxels
+    label[5:9, 5:9, 5:9] = 2  # an unannotated block
+    label[3, 1:3, 1:3] = 2  # touching the lesion: must not join it
+    comps = component_locations(label, [1, 2], ignore_label=2)
+    assert comps.starts.tolist() == [0, 8]
+    assert set(label[tuple(comps.voxels.T)].tolist()) == {1}
+    assert component_locations(label, [1, 2]).starts.tolist() == [0, 12, 76]
