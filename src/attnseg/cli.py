@@ -217,8 +217,19 @@ def _add_set_option(p: argparse.ArgumentParser, help: str) -> None:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file: RUN/model.pt, a training checkpoint, or an exported .onnx")
-    p.add_argument("input", help="a dataset folder, a case folder, or one image file")
+    p.add_argument(
+        "input",
+        help="a dataset folder, a case folder, one image file, or DICOM: a folder of series or one file",
+    )
     p.add_argument("out", help="output folder (never inside the input folder)")
+    p.add_argument(
+        "--format",
+        dest="output_format",
+        choices=["nifti", "dicom-seg", "both"],
+        default=None,
+        help="NIfTI label maps, DICOM SEG on the source series (DICOM input), or both "
+        "(default: what the input was)",
+    )
     p.add_argument(
         "--tta",
         action="store_true",
@@ -227,7 +238,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tta-axes", type=int, nargs="+", default=None, help="mirror only these spatial axes")
     p.add_argument(
-        "--save-probabilities", action="store_true", help="also write OUT/probabilities/<case>.nii.gz"
+        "--save-probabilities",
+        action="store_true",
+        help="also write OUT/probabilities/<case>.nii.gz (a FRACTIONAL <case>.seg.dcm for DICOM SEG output)",
     )
     p.add_argument("--overwrite", action="store_true", help="predict cases whose output exists already")
     p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default 2)")
@@ -276,6 +289,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         log=lambda message: print(message, file=sys.stderr),
+        output_format=args.output_format,
     )
     print(f"model: {report.settings.describe()}")
     print(
