@@ -8,8 +8,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import shared_dataset
-from dicom_helpers import AXIAL, oblique_iop, phantom, write_enhanced, write_series
+from tests.conftest import shared_dataset
+from tests.dicom_helpers import (
+    AXIAL,
+    oblique_iop,
+    phantom,
+    same_world_voxels,
+    sitk_affine_ras,
+    sitk_series,
+    write_enhanced,
+    write_series,
+)
 
 from attnseg.errors import DataError
 from attnseg.io.dicom_series import (
@@ -26,34 +35,6 @@ def _only_series(folder):
     found = find_series(folder)
     assert len(found.series) == 1
     return found.series[0]
-
-
-def sitk_affine_ras(image: sitk.Image) -> np.ndarray:
-    """SimpleITK's voxel -> world map (LPS), as RAS."""
-    affine = np.eye(4)
-    affine[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
-    affine[:3, 3] = image.GetOrigin()
-    return LPS_TO_RAS @ affine
-
-
-def sitk_series(folder):
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder)))
-    image = reader.Execute()
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), sitk_affine_ras(image)
-
-
-def same_world_voxels(a, affine_a, b, affine_b, atol=1e-3) -> bool:
-    """Whether two arrays hold the same values at the same world positions: the voxel -> voxel map
-    between them is a signed permutation with integer offsets, and the values agree through it."""
-    m = np.linalg.solve(affine_b, affine_a)  # voxel of a -> voxel of b
-    lin = np.rint(m[:3, :3])
-    if not np.allclose(m[:3, :3], lin, atol=atol) or not np.allclose(m[:3, 3], np.rint(m[:3, 3]), atol=atol):
-        return False
-    idx = np.indices(a.shape).reshape(3, -1)
-    mapped = (lin @ idx + np.rint(m[:3, 3])[:, None]).astype(int)
-    inside = np.all((mapped >= 0) & (mapped < np.array(b.shape)[:, None]), axis=0)
-    return bool(inside.all() and np.array_equal(a.reshape(-1), b[tuple(mapped)]))
 
 
 # --- pure geometry ---------------------------------------------------------------------------------------

@@ -16,15 +16,16 @@ Conventions (docs/dicom.md):
 - Reading (``read_seg``): each frame is matched to the slice of the series it references
   (SourceImageSequence); highdicom's ``ignore_spatial_locations=True`` is needed because files
   written by dcmqi leave SpatialLocationsPreserved unset. Frames a SEG omits are empty.
-- highdicom looks for the pixel spacing of an enhanced source only in its shared functional
-  groups; for a source that has it per frame, the plane positions, orientation and pixel measures
-  are passed to highdicom explicitly (computed by ``attnseg.io.dicom_series``), so no library
-  patch is needed.
+- highdicom looks for the pixel spacing (and orientation) of an enhanced source only in its shared
+  functional groups; for a source that has them per frame, our in-memory copy of the source gets
+  them in its shared groups before highdicom sees it (``_lift_to_shared``), so no library patch is
+  needed and the file on disk is untouched.
 """
 
 from __future__ import annotations
 
 import os
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,32 +115,16 @@ def _descriptions(names: list[str], version: str) -> list[hd.seg.SegmentDescript
     return out
 
 
-def _enhanced_geometry(volume: SeriesVolume) -> dict:
-    """Plane positions (frame order), orientation and pixel measures of an enhanced source, for
-    highdicom (which reads pixel spacing only from the shared functional groups)."""
-    affine = volume.geometry.affine_lps
-    dx, dy, dz = volume.geometry.spacing_mm
-    row, col = affine[:3, 0] / dx, affine[:3, 1] / dy
-    n = len(volume.slice_frames)
-    positions = [None] * n
-    for k, frame in enumerate(volume.slice_frames):
-        positions[frame] = hd.PlanePositionSequence(
-            hd.CoordinateSystemNames.PATIENT, (affine @ np.array([0.0, 0.0, k, 1.0]))[:3].tolist()
-        )
-    return {
-        "pixel_measures": hd.PixelMeasuresSequence(
-            pixel_spacing=(float(dy), float(dx)), slice_thickness=float(dz), spacing_between_slices=float(dz)
-        ),
-        "plane_orientation": hd.PlaneOrientationSequence(
-            hd.CoordinateSystemNames.PATIENT, [*row.tolist(), *col.tolist()]
-        ),
-        "plane_positions": positions,
-    }
-
-
-def _needs_explicit_geometry(ds) -> bool:
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    return not (shared and "PixelMeasuresSequence" in shared[0])
+def _lift_to_shared(ds) -> None:
+    """Put the pixel measures and plane orientation of an enhanced source into its shared functional
+    groups when the file has them per frame (legal DICOM; highdicom's SEG constructor reads them only
+    from the shared groups). ``ds`` is our in-memory copy, never written back; the reader has checked
+    that every frame has the same values, so the first frame's stand for all."""
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    first = ds.PerFrameFunctionalGroupsSequence[0]
+    for sequence in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if sequence not in shared and sequence in first:
+            shared[sequence] = deepcopy(first[sequence])
 
 
 def write_seg(
@@ -173,13 +158,11 @@ def write_seg(
     pixels = np.ascontiguousarray(pixels.transpose(3, 2, 1, 0))
     with quiet_dicom_warnings():
         sources = source_datasets(volume)
-        extra = {}
         if volume.enhanced:
             frame_pixels = np.empty_like(pixels)
             frame_pixels[np.asarray(volume.slice_frames)] = pixels
             pixels = frame_pixels
-            if _needs_explicit_geometry(sources[0]):
-                extra = _enhanced_geometry(volume)
+            _lift_to_shared(sources[0])
         seg = hd.seg.Segmentation(
             source_images=sources,
             pixel_array=pixels,
@@ -197,7 +180,6 @@ def write_seg(
             device_serial_number="0",
             series_description=series_description,
             omit_empty_frames=True,
-            **extra,
         )
         with atomic_path(path) as tmp:
             seg.save_as(str(tmp))
