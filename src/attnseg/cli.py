@@ -41,10 +41,18 @@ def _smoke_run(args: argparse.Namespace) -> int:
 
 # --- evaluate: metrics of predicted label maps against the truth ----------------------------------
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pred", help="folder of predicted label maps (NIfTI or 2D PNG/JPEG/TIFF, one per case)")
+    p.add_argument(
+        "pred",
+        help="folder of predicted label maps (NIfTI or 2D PNG/JPEG/TIFF, one per case) or DICOM SEG files",
+    )
     p.add_argument(
         "truth",
-        help="truth label maps: NIfTI or 2D mask files, a labelsTr/ or masks/ folder, or one folder per case",
+        help="truth label maps: NIfTI or 2D mask files, a labelsTr/ or masks/ folder, one folder per case, "
+        "or DICOM: series with their SEG objects",
+    )
+    p.add_argument(
+        "--series",
+        help="DICOM SEG: the folder of the series they reference (default: the truth folder, else the prediction's)",
     )
     p.add_argument("--out", help="write metrics_per_case.csv and summary.json into this folder")
     targets = p.add_mutually_exclusive_group()
@@ -87,6 +95,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     """Compare predicted label maps with the truth: Dice, HD95, NSD, ASSD, rates, lesion detection."""
+    from attnseg.errors import ConfigError
     from attnseg.metrics.evaluate import (
         evaluate_folders,
         format_summary,
@@ -94,28 +103,46 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         parse_regions,
         parse_tolerances,
     )
+    from attnseg.metrics.evaluate_dicom import evaluate_dicom_folders, is_dicom_input
 
     if args.report and not args.out:
-        from attnseg.errors import ConfigError
-
         raise ConfigError("--report needs --out (the report is written next to the CSV it shows)")
-    result = evaluate_folders(
-        args.pred,
-        args.truth,
-        out_dir=args.out,
-        regions=parse_regions(args.regions) if args.regions else None,
-        classes=parse_classes(args.labels) if args.labels else None,
-        truth_pattern=args.truth_pattern,
-        percentile=args.percentile,
-        hd_convention=args.hd_convention,
-        lesions=not args.no_lesions,
-        small_lesion_diameter_mm=args.small_lesion_mm,
-        empty_distance_mm=args.empty_distance_mm,
-        convention=args.convention,
-        brats_challenge=args.brats_challenge,
-        progress=sys.stderr.isatty(),
-        nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
-    )
+    if is_dicom_input(args.pred) or is_dicom_input(args.truth) or args.series:
+        if args.regions or args.labels or args.convention:
+            raise ConfigError(
+                "with DICOM SEG the targets are the SEG's segments: drop --regions/--labels/--convention"
+            )
+        result = evaluate_dicom_folders(
+            args.pred,
+            args.truth,
+            series_dir=args.series,
+            out_dir=args.out,
+            truth_pattern=args.truth_pattern,
+            percentile=args.percentile,
+            hd_convention=args.hd_convention,
+            lesions=not args.no_lesions,
+            small_lesion_diameter_mm=args.small_lesion_mm,
+            empty_distance_mm=args.empty_distance_mm,
+            nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
+        )
+    else:
+        result = evaluate_folders(
+            args.pred,
+            args.truth,
+            out_dir=args.out,
+            regions=parse_regions(args.regions) if args.regions else None,
+            classes=parse_classes(args.labels) if args.labels else None,
+            truth_pattern=args.truth_pattern,
+            percentile=args.percentile,
+            hd_convention=args.hd_convention,
+            lesions=not args.no_lesions,
+            small_lesion_diameter_mm=args.small_lesion_mm,
+            empty_distance_mm=args.empty_distance_mm,
+            convention=args.convention,
+            brats_challenge=args.brats_challenge,
+            progress=sys.stderr.isatty(),
+            nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
+        )
     print(format_summary(result.summary))
     for note in result.notes:
         print(f"note: {note}")

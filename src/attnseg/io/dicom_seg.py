@@ -158,6 +158,9 @@ def write_seg(
     pixels = np.ascontiguousarray(pixels.transpose(3, 2, 1, 0))
     with quiet_dicom_warnings():
         sources = source_datasets(volume)
+        for ds in sources:  # in-memory copies: an empty SpecificCharacterSet (default repertoire)
+            if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:  # is one highdicom refuses
+                del ds.SpecificCharacterSet
         if volume.enhanced:
             frame_pixels = np.empty_like(pixels)
             frame_pixels[np.asarray(volume.slice_frames)] = pixels
