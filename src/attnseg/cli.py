@@ -164,11 +164,16 @@ def _evaluate_run(args: argparse.Namespace) -> int:
 # --- check: dataset integrity report ----------------------------------------------------------------
 def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="dataset folder")
-    p.add_argument("--layout", default="auto", help="auto, msd, nnunet, brats, folder, paired or slices2d")
+    p.add_argument(
+        "--layout", default="auto", help="auto, msd, nnunet, brats, folder, paired, slices2d or dicom"
+    )
     p.add_argument(
         "--channels", nargs="+", help="BraTS names (flair t1), file patterns ('*flair*') or channel numbers"
     )
     p.add_argument("--label", help="label file pattern for folder-per-case data, e.g. '*seg*'")
+    p.add_argument(
+        "--seg-pattern", help="DICOM: file-name glob of the SEG to use where several reference a series"
+    )
     p.add_argument("--preset", help="a named folder form, e.g. brats2015-deepmedic")
     p.add_argument("--year", help="BraTS edition, for its label values (2015, 2018, 2023, ...)")
     p.add_argument("--labels", help="declared label values, comma-separated, e.g. 0,1,2")
@@ -183,7 +188,7 @@ def _check_run(args: argparse.Namespace) -> int:
     from attnseg.errors import ConfigError
 
     options: dict = {}
-    for key in ("channels", "label", "preset", "year"):
+    for key in ("channels", "label", "preset", "year", "seg_pattern"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.labels:
@@ -595,6 +600,52 @@ def _compare_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- convert: DICOM series + SEG -> an nnU-Net v2 dataset; a NIfTI label map -> a SEG on its series ------
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    d = sub.add_parser(
+        "dicom", help="a folder of DICOM series and their SEG objects -> an nnU-Net v2 dataset"
+    )
+    d.add_argument("src", help="folder of DICOM series (searched recursively), with SEG objects as labels")
+    d.add_argument("dst", help="dataset folder to write (imagesTr/, labelsTr/, imagesTs/, dataset.json)")
+    d.add_argument("--seg-pattern", help="file-name glob choosing the SEG where several reference one series")
+    d.add_argument("--overwrite", action="store_true", help="replace a dataset already in DST")
+    s = sub.add_parser("seg", help="a NIfTI label map -> a DICOM SEG on the series it was predicted from")
+    s.add_argument("label", help="label map (.nii.gz), e.g. a prediction")
+    s.add_argument("series", help="folder of the source series")
+    s.add_argument("out", help="the SEG file to write (.dcm)")
+    s.add_argument("--model", help="model file: segment names from its label scheme (default label_<value>)")
+    s.add_argument("--case-id", help="which series of the folder (default: its only one)")
+
+
+def _convert_run(args: argparse.Namespace) -> int:
+    """Convert DICOM: series + SEG -> nnU-Net v2 dataset (dicom), or a label map -> SEG (seg)."""
+    from attnseg.datasets.convert_dicom import convert_dicom, nifti_to_seg
+
+    if args.what == "seg":
+        scheme = None
+        if args.model:
+            from attnseg.models.card import read_model_card
+
+            scheme = read_model_card(args.model).label_scheme
+        print(f"wrote {nifti_to_seg(args.label, args.series, args.out, scheme=scheme, case_id=args.case_id)}")
+        return 0
+    report = convert_dicom(
+        args.src,
+        args.dst,
+        seg_pattern=args.seg_pattern,
+        overwrite=args.overwrite,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    print(
+        f"wrote {report.out}: {len(report.training)} training case(s), {len(report.test)} without a SEG "
+        f"(imagesTs), {len(report.refused)} refused; labels {report.labels}"
+    )
+    for case_id, why in report.refused:
+        print(f"refused: {case_id}: {why}", file=sys.stderr)
+    return 1 if report.refused else 0
+
+
 COMMANDS: list[Command] = [
     ("smoke", _smoke_args, _smoke_run),
     ("evaluate", _evaluate_args, _evaluate_run),
@@ -607,6 +658,7 @@ COMMANDS: list[Command] = [
     ("visualize", _visualize_args, _visualize_run),
     ("report", _report_args, _report_run),
     ("compare", _compare_args, _compare_run),
+    ("convert", _convert_args, _convert_run),
 ]
 
 
