@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import warnings
@@ -186,21 +187,24 @@ def has_dicom(folder: PathLike, limit: int = 200) -> bool:
 def read_header(path: PathLike) -> DicomDataset:
     """The header of a DICOM file (no pixel data); DataError naming the file when it is not one."""
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=True)
+        with quiet_dicom_warnings():
+            return pydicom.dcmread(str(path), stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
 
 
 def _read_full(path: PathLike) -> DicomDataset:
     try:
-        return pydicom.dcmread(str(path))
+        with quiet_dicom_warnings():
+            return pydicom.dcmread(str(path))
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise DataError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})") from exc
 
 
 def _pixels(ds: DicomDataset, path: PathLike) -> np.ndarray:
     try:
-        return ds.pixel_array
+        with quiet_dicom_warnings():
+            return ds.pixel_array
     except Exception as exc:  # pydicom raises many types for a missing decoder or damaged data
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
@@ -557,8 +561,17 @@ def source_datasets(volume: SeriesVolume) -> list[DicomDataset]:
 
 @contextlib.contextmanager
 def quiet_dicom_warnings() -> Iterator[None]:
-    """Silence pydicom/highdicom warnings inside: some quote header values (highdicom's warning
-    about a PatientName of one component quotes the name), and attnseg logs no patient data."""
+    """Silence pydicom/highdicom warnings and log records below ERROR inside: some quote header
+    values (highdicom's warning about a PatientName of one component quotes the name; pydicom's
+    validation warnings quote the invalid value), and attnseg logs no patient data."""
+    loggers = [logging.getLogger(name) for name in ("pydicom", "highdicom")]
+    levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
