@@ -109,3 +109,37 @@ def test_truth_without_prediction_is_listed_missing(liver_data, tmp_path):
     save_image(pred / "another_case.nii.gz", np.zeros((4, 4, 4), np.uint8))
     result = evaluate_dicom_folders(pred, liver_data, truth_pattern="liver.dcm")
     assert result.missing_predictions == ["CT_s002"] and result.per_case == {}
+
+
+def test_predict_with_probabilities_then_evaluate_against_a_seg_truth(tmp_path):
+    import torch
+    from tests.dicom_helpers import phantom, write_series
+
+    from attnseg.config import PreprocessConfig
+    from attnseg.datasets.label_scheme import LabelScheme
+    from attnseg.inference.predict import InferenceSettings, LoadedModel, predict_folder
+
+    write_series(tmp_path / "data" / "series", phantom())
+    series = find_series(tmp_path / "data").series[0]
+    volume = read_series(series)
+    truth = volume.image[0] > volume.image[0].mean()
+    truth[:, :, 0] = False  # the truth leaves out what the model finds on slice 0
+    write_seg(tmp_path / "data" / "truth.dcm", truth[None], volume, ["tissue"])
+
+    settings = InferenceSettings(
+        3,
+        1,
+        2,
+        (12, 10, 6),
+        PreprocessConfig(normalization="zscore"),
+        LabelScheme("labels", (0, 1), ("bg", "tissue")),
+    )
+    model = LoadedModel(lambda batch: torch.cat([torch.zeros_like(batch), batch], dim=1), settings)
+    out = tmp_path / "pred"
+    predict_folder(model, tmp_path / "data" / "series", out, save_probabilities=True, progress=False)
+    assert (out / "probabilities" / f"{series.case_id}.seg.dcm").is_file()  # a FRACTIONAL SEG beside
+    result = evaluate_dicom_folders(out, tmp_path / "data", lesions=False)
+    row = result.per_case[series.case_id]["tissue"]
+    predicted = volume.image[0] > volume.image[0].mean()
+    extra = int(predicted[:, :, 0].sum())
+    assert (row["tp_vox"], row["fp_vox"], row["fn_vox"]) == (int(truth.sum()), extra, 0)

@@ -32,7 +32,7 @@ from attnseg.datasets.dicom import discover_dicom
 from attnseg.errors import ConfigError, DataError
 from attnseg.io.atomic import atomic_write_text
 from attnseg.io.dicom_seg import SegmentMasks, read_seg, seg_series_uids
-from attnseg.io.dicom_series import find_series, has_dicom, read_series
+from attnseg.io.dicom_series import find_series, has_dicom, read_header, read_series
 from attnseg.io.nifti import AFFINE_ATOL, load_label
 from attnseg.io.paths import is_inside
 from attnseg.metrics.evaluate import (
@@ -65,7 +65,12 @@ def _segs_by_series(folder: Path, pattern: str | None) -> dict[str, list[Path]]:
 
 
 def _one_seg(segs: list[Path], case_id: str, which: str) -> Path:
+    """The one SEG of a series; where a BINARY and FRACTIONAL SEG both reference it (what predict
+    ``--save-probabilities`` writes), the BINARY one."""
     if len(segs) > 1:
+        binary = [s for s in segs if str(read_header(s).get("SegmentationType", "")) == "BINARY"]
+        if len(binary) == 1:
+            return binary[0]
         names = ", ".join(s.name for s in segs)
         raise DataError(
             f"case {case_id}: {len(segs)} {which} SEG objects reference its series ({names}); pass a file-name pattern"
