@@ -10,6 +10,7 @@ import warnings
 
 import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
@@ -111,6 +112,14 @@ def test_real_series_predicts_nifti_and_seg_on_the_reference_grid(tmp_path, caps
     description = seg.get_segment_description(1)
     assert description.segment_label == "brain" and description.segmented_property_type.meaning == "Brain"
     assert seg.SegmentationType == "BINARY"
+    # only the patient and study attributes a SEG needs
+    patient = {e.keyword for e in seg if e.tag.group == 0x0010}
+    assert patient == {"PatientName", "PatientID", "PatientBirthDate", "PatientSex"}
+    assert (
+        "StudyDescription" not in seg
+        and seg.StudyInstanceUID
+        == pydicom.dcmread(str(next((root / "dicom").iterdir())), stop_before_pixels=True).StudyInstanceUID
+    )
     source_uid = find_series(root / "dicom").series[0].uid
     assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [source_uid]
     frames = seg.PerFrameFunctionalGroupsSequence

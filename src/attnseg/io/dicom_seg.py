@@ -7,8 +7,10 @@ Conventions (docs/dicom.md):
   ``s`` of the file is ``masks[s - 1]``; segments may overlap.
 - Writing: BINARY (bool masks) or FRACTIONAL (probabilities in [0, 1], stored as 0..255), one
   frame per source slice (empty frames omitted), every frame referencing its source instance (or
-  frame, for an enhanced source), the series and its Frame of Reference. The patient and study
-  attributes are those highdicom copies from the source (the ones a SEG needs), nothing else.
+  frame, for an enhanced source), the series and its Frame of Reference. Of the patient and study
+  attributes highdicom copies from the source, only those a SEG needs are kept (PatientName, ID,
+  BirthDate, Sex and the General Study attributes); PatientAge, PatientSize, PatientWeight,
+  StudyDescription and the like are removed.
 - Segments are named by the model's class or region names and coded: a name pydicom's SNOMED CT
   dictionary knows (``Liver``, ``Kidney``, ``Edema``, ...) becomes the segmented property type with
   category "Anatomical Structure"; any other name is type and category "Tissue" (the label keeps
@@ -127,6 +129,28 @@ def _lift_to_shared(ds) -> None:
             shared[sequence] = deepcopy(first[sequence])
 
 
+# What a SEG must carry of the patient and the study (PS3.3 Patient and General Study modules, the
+# type 1 and 2 attributes); highdicom copies more (age, size, weight, study description), dropped.
+PATIENT_KEEP = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+STUDY_DROP = (
+    "StudyDescription",
+    "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy",
+    "AdmittingDiagnosesDescription",
+)
+
+
+def _keep_needed_patient_study(seg) -> None:
+    """Remove the patient attributes a SEG does not need (group 0010 beyond ``PATIENT_KEEP``) and
+    the optional study attributes ``STUDY_DROP``."""
+    for element in list(seg):
+        if element.tag.group == 0x0010 and element.keyword not in PATIENT_KEEP:
+            del seg[element.tag]
+    for keyword in STUDY_DROP:
+        if keyword in seg:
+            delattr(seg, keyword)
+
+
 def write_seg(
     path: PathLike,
     masks: np.ndarray,
@@ -184,6 +208,7 @@ def write_seg(
             series_description=series_description,
             omit_empty_frames=True,
         )
+        _keep_needed_patient_study(seg)
         with atomic_path(path) as tmp:
             seg.save_as(str(tmp))
     return path
