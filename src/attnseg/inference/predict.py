@@ -698,7 +698,15 @@ def predict_folder(
             continue
         out.mkdir(parents=True, exist_ok=True)
         if case_format in ("dicom-seg", "both"):
-            report.written.extend(_write_segs(out, case, volume, prediction, loaded.settings.label_scheme))
+            try:
+                report.written.extend(
+                    _write_segs(out, case, volume, prediction, loaded.settings.label_scheme)
+                )
+            except DataError as exc:  # a source highdicom cannot build a SEG on: this case fails
+                report.failed.append((case.case_id, str(exc)))
+                if log:
+                    log(f"failed: {case.case_id}: {exc}")
+                continue
         if case_format in ("nifti", "both"):
             if dataset.spatial_dims == 2 and meta.header is None:
                 # a binary model's masks are written 0/255 (visible in any viewer); a multi-class model's

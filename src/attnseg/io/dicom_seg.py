@@ -190,24 +190,30 @@ def write_seg(
             frame_pixels[np.asarray(volume.slice_frames)] = pixels
             pixels = frame_pixels
             _lift_to_shared(sources[0])
-        seg = hd.seg.Segmentation(
-            source_images=sources,
-            pixel_array=pixels,
-            segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL
-            if fractional
-            else hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=_descriptions(list(names), software_version),
-            series_instance_uid=hd.UID(),
-            series_number=int(sources[0].get("SeriesNumber", 0) or 0) + 1000,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="attnseg",
-            manufacturer_model_name="attnseg",
-            software_versions=software_version,
-            device_serial_number="0",
-            series_description=series_description,
-            omit_empty_frames=True,
-        )
+        try:
+            seg = hd.seg.Segmentation(
+                source_images=sources,
+                pixel_array=pixels,
+                segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL
+                if fractional
+                else hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=_descriptions(list(names), software_version),
+                series_instance_uid=hd.UID(),
+                series_number=int(sources[0].get("SeriesNumber", 0) or 0) + 1000,
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                manufacturer="attnseg",
+                manufacturer_model_name="attnseg",
+                software_versions=software_version,
+                device_serial_number="0",
+                series_description=series_description,
+                omit_empty_frames=True,
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # what highdicom raises on a source
+            raise DataError(
+                f"{path}: highdicom cannot build a SEG on the series of {volume.slice_files[0]} "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
         _keep_needed_patient_study(seg)
         with atomic_path(path) as tmp:
             seg.save_as(str(tmp))
