@@ -120,8 +120,9 @@ def test_real_series_predicts_nifti_and_seg_on_the_reference_grid(tmp_path, caps
         and seg.StudyInstanceUID
         == pydicom.dcmread(str(next((root / "dicom").iterdir())), stop_before_pixels=True).StudyInstanceUID
     )
-    source_uid = find_series(root / "dicom").series[0].uid
-    assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [source_uid]
+    source = find_series(root / "dicom").series[0]
+    assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [source.uid]
+    assert seg.FrameOfReferenceUID == source.frame_of_reference != ""
     frames = seg.PerFrameFunctionalGroupsSequence
     referenced = {
         f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID for f in frames

@@ -416,8 +416,9 @@ def _group_files(files: list[Path], folder: Path, in_channels: int):
 
 
 def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
-    """The cases of an input: a dataset folder (any layout ``attnseg.datasets.discover`` knows), a
-    case folder (BraTS-named files, or one file per channel), a folder of image files, or one file.
+    """The cases of an input: a dataset folder (any layout ``attnseg.datasets.discover`` knows, a
+    folder of DICOM series among them), a case folder (BraTS-named files, or one file per channel),
+    a folder of image files, one file, or one DICOM file (the series it belongs to, from its folder).
 
     Returns ``(dataset, input_folder)``: labels are dropped (prediction reads images only) and
     ``input_folder`` is what must not receive outputs: the folder given, or for one file the file
