@@ -150,8 +150,8 @@ def write_enhanced(
 ) -> Path:
     """The classic series in ``classic_folder`` as one enhanced MR file (highdicom.legacy).
 
-    ``per_frame_measures``: move PixelMeasuresSequence from the shared functional groups into every
-    frame's (legal, and what highdicom's SEG constructor cannot read). ``edit(ds)`` may change it.
+    ``per_frame_measures``: move PixelMeasuresSequence and PlaneOrientationSequence from the shared
+    functional groups into every frame's (legal, and what highdicom's SEG constructor cannot read). ``edit(ds)`` may change it.
     """
     datasets = [pydicom.dcmread(str(p)) for p in sorted(classic_folder.glob("*.dcm"))]
     enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
@@ -163,10 +163,12 @@ def write_enhanced(
     )
     if per_frame_measures:
         shared = enhanced.SharedFunctionalGroupsSequence[0]
-        measures = shared.PixelMeasuresSequence
-        del shared.PixelMeasuresSequence
-        for item in enhanced.PerFrameFunctionalGroupsSequence:
-            item.PixelMeasuresSequence = deepcopy(measures)
+        for sequence in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+            if sequence in shared:
+                value = shared[sequence]
+                del shared[sequence]
+                for item in enhanced.PerFrameFunctionalGroupsSequence:
+                    item[sequence] = deepcopy(value)
     if edit is not None:
         edit(enhanced)
     folder.mkdir(parents=True, exist_ok=True)
