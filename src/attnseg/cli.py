@@ -41,10 +41,18 @@ def _smoke_run(args: argparse.Namespace) -> int:
 
 # --- evaluate: metrics of predicted label maps against the truth ----------------------------------
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pred", help="folder of predicted label maps (NIfTI or 2D PNG/JPEG/TIFF, one per case)")
+    p.add_argument(
+        "pred",
+        help="folder of predicted label maps (NIfTI or 2D PNG/JPEG/TIFF, one per case) or DICOM SEG files",
+    )
     p.add_argument(
         "truth",
-        help="truth label maps: NIfTI or 2D mask files, a labelsTr/ or masks/ folder, or one folder per case",
+        help="truth label maps: NIfTI or 2D mask files, a labelsTr/ or masks/ folder, one folder per case, "
+        "or DICOM: series with their SEG objects",
+    )
+    p.add_argument(
+        "--series",
+        help="DICOM SEG: the folder of the series they reference (default: the truth folder, else the prediction's)",
     )
     p.add_argument("--out", help="write metrics_per_case.csv and summary.json into this folder")
     targets = p.add_mutually_exclusive_group()
@@ -99,6 +107,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate_run(args: argparse.Namespace) -> int:
     """Compare predicted label maps with the truth: Dice, HD95, NSD, ASSD, rates, lesion detection."""
+    from attnseg.errors import ConfigError
     from attnseg.metrics.evaluate import (
         evaluate_folders,
         format_summary,
@@ -108,30 +117,49 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         parse_size_bins,
         parse_tolerances,
     )
+    from attnseg.metrics.evaluate_dicom import evaluate_dicom_folders, is_dicom_input
 
     if args.report and not args.out:
-        from attnseg.errors import ConfigError
-
         raise ConfigError("--report needs --out (the report is written next to the CSV it shows)")
-    result = evaluate_folders(
-        args.pred,
-        args.truth,
-        out_dir=args.out,
-        regions=parse_regions(args.regions) if args.regions else None,
-        classes=parse_classes(args.labels) if args.labels else None,
-        truth_pattern=args.truth_pattern,
-        percentile=args.percentile,
-        hd_convention=args.hd_convention,
-        lesions=not args.no_lesions,
-        small_lesion_diameter_mm=args.small_lesion_mm,
-        empty_distance_mm=args.empty_distance_mm,
-        convention=args.convention,
-        brats_challenge=args.brats_challenge,
-        progress=sys.stderr.isatty(),
-        nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
-        size_bins_mm=parse_size_bins(args.size_bins_mm),
-        ignore_label=parse_ignore_label(args.ignore_label),
-    )
+    if is_dicom_input(args.pred) or is_dicom_input(args.truth) or args.series:
+        if args.regions or args.labels or args.convention:
+            raise ConfigError(
+                "with DICOM SEG the targets are the SEG's segments: drop --regions/--labels/--convention"
+            )
+        result = evaluate_dicom_folders(
+            args.pred,
+            args.truth,
+            series_dir=args.series,
+            out_dir=args.out,
+            truth_pattern=args.truth_pattern,
+            percentile=args.percentile,
+            hd_convention=args.hd_convention,
+            lesions=not args.no_lesions,
+            small_lesion_diameter_mm=args.small_lesion_mm,
+            empty_distance_mm=args.empty_distance_mm,
+            nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
+            size_bins_mm=parse_size_bins(args.size_bins_mm),
+        )
+    else:
+        result = evaluate_folders(
+            args.pred,
+            args.truth,
+            out_dir=args.out,
+            regions=parse_regions(args.regions) if args.regions else None,
+            classes=parse_classes(args.labels) if args.labels else None,
+            truth_pattern=args.truth_pattern,
+            percentile=args.percentile,
+            hd_convention=args.hd_convention,
+            lesions=not args.no_lesions,
+            small_lesion_diameter_mm=args.small_lesion_mm,
+            empty_distance_mm=args.empty_distance_mm,
+            convention=args.convention,
+            brats_challenge=args.brats_challenge,
+            progress=sys.stderr.isatty(),
+            nsd_tolerances_mm=parse_tolerances(args.nsd_tolerance_mm),
+            size_bins_mm=parse_size_bins(args.size_bins_mm),
+            ignore_label=parse_ignore_label(args.ignore_label),
+        )
     print(format_summary(result.summary))
     for note in result.notes:
         print(f"note: {note}")
@@ -153,11 +181,16 @@ def _evaluate_run(args: argparse.Namespace) -> int:
 # --- check: dataset integrity report ----------------------------------------------------------------
 def _check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", help="dataset folder")
-    p.add_argument("--layout", default="auto", help="auto, msd, nnunet, brats, folder, paired or slices2d")
+    p.add_argument(
+        "--layout", default="auto", help="auto, msd, nnunet, brats, folder, paired, slices2d or dicom"
+    )
     p.add_argument(
         "--channels", nargs="+", help="BraTS names (flair t1), file patterns ('*flair*') or channel numbers"
     )
     p.add_argument("--label", help="label file pattern for folder-per-case data, e.g. '*seg*'")
+    p.add_argument(
+        "--seg-pattern", help="DICOM: file-name glob of the SEG to use where several reference a series"
+    )
     p.add_argument("--preset", help="a named folder form, e.g. brats2015-deepmedic")
     p.add_argument("--year", help="BraTS edition, for its label values (2015, 2018, 2023, ...)")
     p.add_argument("--labels", help="declared label values, comma-separated, e.g. 0,1,2")
@@ -179,7 +212,7 @@ def _check_run(args: argparse.Namespace) -> int:
     from attnseg.errors import ConfigError
 
     options: dict = {}
-    for key in ("channels", "label", "preset", "year"):
+    for key in ("channels", "label", "preset", "year", "seg_pattern"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     if args.labels:
@@ -307,8 +340,19 @@ def _add_set_option(p: argparse.ArgumentParser, help: str) -> None:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model file: RUN/model.pt, a training checkpoint, or an exported .onnx")
-    p.add_argument("input", help="a dataset folder, a case folder, or one image file")
+    p.add_argument(
+        "input",
+        help="a dataset folder, a case folder, one image file, or DICOM: a folder of series or one file",
+    )
     p.add_argument("out", help="output folder (never inside the input folder)")
+    p.add_argument(
+        "--format",
+        dest="output_format",
+        choices=["nifti", "dicom-seg", "both"],
+        default=None,
+        help="NIfTI label maps, DICOM SEG on the source series (DICOM input), or both "
+        "(default: what the input was)",
+    )
     p.add_argument(
         "--tta",
         action="store_true",
@@ -317,7 +361,9 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tta-axes", type=int, nargs="+", default=None, help="mirror only these spatial axes")
     p.add_argument(
-        "--save-probabilities", action="store_true", help="also write OUT/probabilities/<case>.nii.gz"
+        "--save-probabilities",
+        action="store_true",
+        help="also write OUT/probabilities/<case>.nii.gz (a FRACTIONAL <case>.seg.dcm for DICOM SEG output)",
     )
     p.add_argument("--overwrite", action="store_true", help="predict cases whose output exists already")
     p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass (default 2)")
@@ -366,6 +412,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         log=lambda message: print(message, file=sys.stderr),
+        output_format=args.output_format,
     )
     print(f"model: {report.settings.describe()}")
     print(
@@ -670,6 +717,52 @@ def _compare_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- convert: DICOM series + SEG -> an nnU-Net v2 dataset; a NIfTI label map -> a SEG on its series ------
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    d = sub.add_parser(
+        "dicom", help="a folder of DICOM series and their SEG objects -> an nnU-Net v2 dataset"
+    )
+    d.add_argument("src", help="folder of DICOM series (searched recursively), with SEG objects as labels")
+    d.add_argument("dst", help="dataset folder to write (imagesTr/, labelsTr/, imagesTs/, dataset.json)")
+    d.add_argument("--seg-pattern", help="file-name glob choosing the SEG where several reference one series")
+    d.add_argument("--overwrite", action="store_true", help="replace a dataset already in DST")
+    s = sub.add_parser("seg", help="a NIfTI label map -> a DICOM SEG on the series it was predicted from")
+    s.add_argument("label", help="label map (.nii.gz), e.g. a prediction")
+    s.add_argument("series", help="folder of the source series")
+    s.add_argument("out", help="the SEG file to write (.dcm)")
+    s.add_argument("--model", help="model file: segment names from its label scheme (default label_<value>)")
+    s.add_argument("--case-id", help="which series of the folder (default: its only one)")
+
+
+def _convert_run(args: argparse.Namespace) -> int:
+    """Convert DICOM: series + SEG -> nnU-Net v2 dataset (dicom), or a label map -> SEG (seg)."""
+    from attnseg.datasets.convert_dicom import convert_dicom, nifti_to_seg
+
+    if args.what == "seg":
+        scheme = None
+        if args.model:
+            from attnseg.models.card import read_model_card
+
+            scheme = read_model_card(args.model).label_scheme
+        print(f"wrote {nifti_to_seg(args.label, args.series, args.out, scheme=scheme, case_id=args.case_id)}")
+        return 0
+    report = convert_dicom(
+        args.src,
+        args.dst,
+        seg_pattern=args.seg_pattern,
+        overwrite=args.overwrite,
+        log=lambda message: print(message, file=sys.stderr),
+    )
+    print(
+        f"wrote {report.out}: {len(report.training)} training case(s), {len(report.test)} without a SEG "
+        f"(imagesTs), {len(report.refused)} refused; labels {report.labels}"
+    )
+    for case_id, why in report.refused:
+        print(f"refused: {case_id}: {why}", file=sys.stderr)
+    return 1 if report.refused else 0
+
+
 COMMANDS: list[Command] = [
     ("smoke", _smoke_args, _smoke_run),
     ("evaluate", _evaluate_args, _evaluate_run),
@@ -682,6 +775,7 @@ COMMANDS: list[Command] = [
     ("visualize", _visualize_args, _visualize_run),
     ("report", _report_args, _report_run),
     ("compare", _compare_args, _compare_run),
+    ("convert", _convert_args, _convert_run),
 ]
 
 

@@ -222,3 +222,32 @@ def test_region_predictions_are_painted_in_the_schemes_order():
         ]
     assert [t for t in shown["ordered"] if t.startswith("label")] == ["label 1", "label 3", "label 4"]
     assert [t for t in shown["own"] if t.startswith("label")] == ["label 1", "label 2", "label 4"]
+
+
+def test_dicom_series_folder_and_file_with_seg_as_truth(tmp_path, capsys):
+    from tests.dicom_helpers import write_series
+
+    from attnseg.io.dicom_seg import write_seg
+    from attnseg.io.dicom_series import find_series, read_series
+
+    shape, centre = (16, 14, 8), np.array([8, 9, 4])
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"))
+    inside = ((grid - centre[:, None, None, None]) ** 2).sum(0) < 9
+    paths = write_series(
+        tmp_path / "dicom", np.where(inside, 900, 100).astype(np.uint16), iop=(0, 1, 0, 0, 0, -1)
+    )
+    series = find_series(tmp_path / "dicom").series[0]
+    write_seg(tmp_path / "dicom" / "seg.dcm", inside[None], read_series(series), ["lesion"])
+    model = tmp_path / "model.pt"
+    save_model(model, AttentionUNet(3, 1, 2, (4, 8)).eval())
+    # sagittal slices: the rows run superior -> inferior, so the axial planes are along axis 1
+    expected = most_foreground_slice(inside.astype(np.uint8), 1)
+    assert expected == 9
+    for given in (tmp_path / "dicom", paths[0]):
+        out = tmp_path / f"{given.name}.png"
+        assert (
+            main(["visualize", str(model), str(given), "--out", str(out), "--patch-size", "16", "16", "8"])
+            == 0
+        )
+        text = capsys.readouterr().out
+        assert f"case MR_s005_synthetic_t1, axial slice {expected}" in text and out.is_file()

@@ -27,6 +27,10 @@ For every case it reports, naming the case and the file:
   the highest label value, or two values disagree (``LabelScheme.declared_ignore_label``);
 - with an ignore label, the report gives the share of ignored (unannotated) voxels of every case
   (``ignored_share``), and notes the cases with no annotated voxel at all;
+- DICOM series (``attnseg.datasets.dicom``): a series refused by the reader (gantry tilt, uneven
+  spacing, mixed orientations, ...) is ``unreadable`` with the reader's reason; a SEG whose
+  segments overlap is ``overlapping_segments`` (a label map keeps one label per voxel);
+  ``several_segs``: more than one SEG references the series and no pattern picks one;
 - discovery findings (labels without images, ambiguous patterns, counts that disagree with
   ``dataset.json``, one file under two case names: ``duplicate_file``).
 
@@ -48,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from attnseg.datasets.base import Case, Dataset, Problem, spatial_dims_of
+from attnseg.datasets.dicom import is_dicom_case, load_dicom_case
 from attnseg.datasets.discover import discover
 from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.datasets.masks2d import mask_encoding_for, mask_set_encoding
@@ -263,7 +268,45 @@ def _label_voxels(data: np.ndarray, where: str, add) -> dict[int, int] | None:
     return {int(v): int(n) for v, n in zip(values, counts)}
 
 
+def _check_dicom_case(case: Case, dataset: Dataset, require_labels: bool) -> tuple[list[Problem], CaseInfo]:
+    """A DICOM series read as predict and training read it (geometry checks, refusals), and its
+    SEG placed on it: the same problems in the same words, plus overlapping segments."""
+    problems: list[Problem] = []
+    info = CaseInfo(case.case_id, spatial_dims=3)
+
+    def add(kind: str, message: str, path=None) -> None:
+        problems.append(Problem(case.case_id, str(path) if path is not None else None, kind, message))
+
+    try:
+        volume, segments = load_dicom_case(case)
+    except DataError as exc:
+        add(
+            "unreadable",
+            str(exc),
+            case.label if case.label is not None and str(case.label) in str(exc) else None,
+        )
+        return problems, info
+    info.channels, info.shape, info.spacing_mm = 1, volume.meta.shape, volume.meta.spacing_mm
+    if not np.all(np.isfinite(volume.image)):
+        add("nan_inf", f"{int(np.count_nonzero(~np.isfinite(volume.image)))} NaN/inf voxels after rescale")
+    if segments is None:
+        several = any(p.case_id == case.case_id and p.kind == "several_segs" for p in dataset.problems)
+        if require_labels and not several:
+            add("missing_label", "no DICOM SEG references this series")
+        return problems, info
+    info.label_path = str(case.label)
+    try:
+        label = segments.label_map()
+    except DataError as exc:
+        add("overlapping_segments", f"{_rel(case.label, Path(dataset.root))}: {exc}", case.label)
+        return problems, info
+    info.label_voxels = _label_voxels(label, str(case.label), lambda k, m: add(k, m, case.label))
+    return problems, info
+
+
 def _check_case(case: Case, dataset: Dataset, require_labels: bool) -> tuple[list[Problem], CaseInfo]:
+    if is_dicom_case(case):
+        return _check_dicom_case(case, dataset, require_labels)
     root = Path(dataset.root)
     problems: list[Problem] = []
     info = CaseInfo(case.case_id)

@@ -7,7 +7,9 @@
 2. an image folder (``images``/``imagesTr``) next to ``labels``/``masks`` -> ``paired``;
 3. case folders with BraTS names (``_flair``/``_seg`` or ``-t2f``/``-seg``) -> ``brats``;
    DeepMedic's BraTS 2015 files -> ``folder`` with ``preset="brats2015-deepmedic"``;
-   patient folders of ``<id>_<n>`` + ``<id>_<n>_mask`` images -> ``slices2d``.
+   patient folders of ``<id>_<n>`` + ``<id>_<n>_mask`` images -> ``slices2d``;
+4. DICOM files anywhere below -> ``dicom`` (one case per series, labels from DICOM SEG objects:
+   ``attnseg.datasets.dicom``).
 
 Options common to every layout:
 
@@ -36,6 +38,7 @@ import numpy as np
 
 from attnseg.datasets.base import Case, Dataset, Problem, data_files, spatial_dims_of, split_suffix
 from attnseg.datasets.brats import PRESETS, case_folders, discover_brats, discover_folder, naming_of
+from attnseg.datasets.dicom import discover_dicom, is_dicom_case, load_dicom_arrays
 from attnseg.datasets.masks2d import mask_encoding_for
 from attnseg.datasets.msd import discover_msd, msd_labels, read_dataset_json
 from attnseg.datasets.nnunet import discover_nnunet, nnunet_labels
@@ -43,6 +46,7 @@ from attnseg.datasets.paired import discover_paired, find_pair_dirs
 from attnseg.datasets.regions import BRATS_REGIONS, brats_regions, brats_scheme
 from attnseg.datasets.slices2d import discover_slices2d, looks_like_slices
 from attnseg.errors import ConfigError, DataError
+from attnseg.io.dicom_series import has_dicom
 from attnseg.io.images2d import load_image2d, load_mask2d
 from attnseg.io.nifti import AFFINE_ATOL, ImageMeta, load_image, load_label
 
@@ -53,6 +57,7 @@ LAYOUTS = {
     "folder": discover_folder,
     "paired": discover_paired,
     "slices2d": discover_slices2d,
+    "dicom": discover_dicom,
 }
 _DEFAULT = object()
 
@@ -84,9 +89,11 @@ def detect_layout(root: str | os.PathLike) -> tuple[str, dict[str, Any]]:
             return "folder", {"preset": "brats2015-deepmedic"}
         if looks_like_slices(folder):
             return "slices2d", {}
+    if has_dicom(root):
+        return "dicom", {}
     raise DataError(
         f"{root}: cannot tell the dataset layout; looked for dataset.json (MSD, nnU-Net), images/ + "
-        "labels/ (paired), BraTS case folders and <id>_<n>_mask slice folders. For other "
+        "labels/ (paired), BraTS case folders, <id>_<n>_mask slice folders and DICOM files. For other "
         "folder-per-case data pass file patterns, e.g. channels=['*flair*'], label='*seg*'"
     )
 
@@ -300,6 +307,8 @@ def load_case(case: Case, dataset: Dataset) -> tuple[np.ndarray, np.ndarray | No
     """
     if not case.images:
         raise DataError(f"case {case.case_id}: no image files")
+    if is_dicom_case(case):
+        return load_dicom_arrays(case)
     if spatial_dims_of(case.images[0]) == 3:
         image, meta = load_image(case.images)
     else:

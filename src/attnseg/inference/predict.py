@@ -15,6 +15,10 @@ same settings.
 
 Outputs: ``OUT/<case_id>.nii.gz`` (3D inputs; ``.png`` for 2D image inputs) and, with
 ``save_probabilities``, ``OUT/probabilities/<case_id>.nii.gz`` (float32, channels last on disk).
+A DICOM series (a folder of series, or one file of a series) is read by
+``attnseg.io.dicom_series`` and predicted on its own grid; ``output_format`` chooses NIfTI, DICOM
+SEG (``OUT/<case_id>.seg.dcm``, BINARY; FRACTIONAL probabilities in ``OUT/probabilities/``,
+written by ``attnseg.io.dicom_seg``) or both. The default is what the input was.
 A case whose outputs exist is skipped unless ``overwrite``. Outputs are named after the case ids,
 which come from the names the input lists (never a symlink's target); a case found whose label map
 is not on disk at the end is reported as failed, so a run never succeeds with fewer outputs than
@@ -48,6 +52,7 @@ from attnseg.datasets.base import (
     split_suffix,
 )
 from attnseg.datasets.brats import naming_of
+from attnseg.datasets.dicom import discover_dicom_file, is_dicom_case, load_dicom_case
 from attnseg.datasets.label_scheme import ATTNSEG_PAINT_RULE, LabelScheme
 from attnseg.devices import auto_device_type
 from attnseg.errors import ConfigError, DataError
@@ -55,6 +60,8 @@ from attnseg.export.runtime import OnnxPredictor
 from attnseg.inference.postprocess import postprocess_components, probabilities_from_logits
 from attnseg.inference.sliding_window import Predictor, sliding_window_inference
 from attnseg.io.atomic import output_error
+from attnseg.io.dicom_seg import write_seg
+from attnseg.io.dicom_series import is_dicom_file
 from attnseg.io.images2d import save_mask2d
 from attnseg.io.nifti import channels_in_file, is_nifti, read_header, save_image
 from attnseg.io.paths import is_inside
@@ -409,8 +416,9 @@ def _group_files(files: list[Path], folder: Path, in_channels: int):
 
 
 def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
-    """The cases of an input: a dataset folder (any layout ``attnseg.datasets.discover`` knows), a
-    case folder (BraTS-named files, or one file per channel), a folder of image files, or one file.
+    """The cases of an input: a dataset folder (any layout ``attnseg.datasets.discover`` knows, a
+    folder of DICOM series among them), a case folder (BraTS-named files, or one file per channel),
+    a folder of image files, one file, or one DICOM file (the series it belongs to, from its folder).
 
     Returns ``(dataset, input_folder)``: labels are dropped (prediction reads images only) and
     ``input_folder`` is what must not receive outputs: the folder given, or for one file the file
@@ -418,9 +426,14 @@ def find_cases(input_path: str | os.PathLike, in_channels: int = 1):
     ``predict_folder``). Case ids come from the names given, never from a symlink's target.
     """
     path = Path(input_path).expanduser()
+    if path.is_file() and is_dicom_file(path):  # one file of a series: that series, from its folder
+        dataset = discover_dicom_file(path)
+        for case in dataset.cases:
+            case.label = None
+        return dataset, path.parent
     if path.is_file():
         if not is_data_file(path):
-            raise DataError(f"{path}: not a supported image file (NIfTI, PNG, JPEG, TIFF, BMP)")
+            raise DataError(f"{path}: not a supported image file (NIfTI, DICOM, PNG, JPEG, TIFF, BMP)")
         stem, suffix = split_suffix(path.name)
         m = _CHANNEL_SUFFIX.match(stem)
         if m:  # nnU-Net naming: gather the case's other channels next to it
@@ -508,6 +521,68 @@ def output_paths(out: Path, case_id: str, spatial_dims: int) -> tuple[Path, Path
     return label, out / "probabilities" / f"{safe}.nii.gz"
 
 
+OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
+
+
+def seg_paths(out: Path, case_id: str) -> tuple[Path, Path]:
+    """DICOM SEG file names of a case: the BINARY label SEG and the FRACTIONAL probability SEG."""
+    safe = case_id.replace(os.sep, "_").replace("/", "_")
+    return out / f"{safe}.seg.dcm", out / "probabilities" / f"{safe}.seg.dcm"
+
+
+def _case_outputs(
+    out: Path, case, spatial_dims: int, output_format: str, save_probabilities: bool
+) -> list[Path]:
+    """Every file predict writes for ``case`` in ``output_format`` (what 'already predicted' means)."""
+    label, prob = output_paths(out, case.case_id, spatial_dims)
+    files = []
+    if output_format in ("nifti", "both"):
+        files += [label, prob] if save_probabilities else [label]
+    if output_format in ("dicom-seg", "both"):
+        seg, prob_seg = seg_paths(out, case.case_id)
+        files += [seg, prob_seg] if save_probabilities else [seg]
+    return files
+
+
+def _output_format(requested: str | None, case) -> str:
+    """``requested``, or what the input was: DICOM in, DICOM SEG out; anything else, NIfTI."""
+    if requested is None:
+        return "dicom-seg" if is_dicom_case(case) else "nifti"
+    if requested not in OUTPUT_FORMATS:
+        raise ConfigError(f"output format {requested!r}: pass one of {', '.join(OUTPUT_FORMATS)}")
+    if requested != "nifti" and not is_dicom_case(case):
+        raise DataError(
+            f"case {case.case_id}: a DICOM SEG needs a DICOM source series; the input is {case.images[0].name}"
+        )
+    return requested
+
+
+def _write_segs(out: Path, case, volume, prediction: CasePrediction, scheme: LabelScheme) -> list[Path]:
+    """The prediction as DICOM SEG on its source series: one segment per class or region (BINARY),
+    and the probabilities of the same channels (FRACTIONAL) when they were computed."""
+    from attnseg import __version__
+
+    seg_path, prob_path = seg_paths(out, case.case_id)
+    names = scheme.channel_names
+    masks = scheme.masks_from_labels(prediction.labels)
+    written = [write_seg(seg_path, masks, volume, names, software_version=__version__)]
+    if prediction.probabilities is not None:
+        scored = prediction.probabilities if scheme.kind == "regions" else prediction.probabilities[1:]
+        prob_path.parent.mkdir(parents=True, exist_ok=True)
+        written.append(
+            write_seg(
+                prob_path,
+                scored,
+                volume,
+                names,
+                fractional=True,
+                series_description="attnseg probabilities",
+                software_version=__version__,
+            )
+        )
+    return written
+
+
 def predict_folder(
     model: str | os.PathLike | torch.nn.Module | LoadedModel,
     input_path: str | os.PathLike,
@@ -520,9 +595,17 @@ def predict_folder(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     case_ids: Iterable[str] | None = None,
+    output_format: str | None = None,
 ) -> PredictReport:
-    """Predict every case of ``input_path`` into ``out`` (see the module docstring)."""
+    """Predict every case of ``input_path`` into ``out`` (see the module docstring).
+
+    ``output_format``: ``nifti``, ``dicom-seg`` (a DICOM input only: ``OUT/<case>.seg.dcm``, with
+    ``save_probabilities`` also ``OUT/probabilities/<case>.seg.dcm``) or ``both``; None: what the
+    input was (DICOM SEG for a DICOM series, else NIfTI).
+    """
     options = options or PredictOptions()
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
+        raise ConfigError(f"output format {output_format!r}: pass one of {', '.join(OUTPUT_FORMATS)}")
     started = time.perf_counter()
     out = Path(out).expanduser()
     loaded = load_for_inference(model, device, channels_last=options.channels_last)
@@ -583,12 +666,24 @@ def predict_folder(
         iterator = progress_lines(cases, desc="predict", unit="case")
     for case in iterator:
         label_path, prob_path = output_paths(out, case.case_id, dataset.spatial_dims)
-        done = label_path.is_file() and (not save_probabilities or prob_path.is_file())
-        if done and not overwrite:
+        try:
+            case_format = _output_format(output_format, case)
+        except DataError as exc:
+            report.failed.append((case.case_id, str(exc)))
+            if log:
+                log(f"failed: {case.case_id}: {exc}")
+            continue
+        expected = _case_outputs(out, case, dataset.spatial_dims, case_format, save_probabilities)
+        if all(p.is_file() for p in expected) and not overwrite:
             report.skipped.append(case.case_id)
             continue
+        volume = None
         try:
-            image, _, meta = load_case(case, dataset)
+            if is_dicom_case(case):
+                volume, _ = load_dicom_case(case)
+                image, meta = volume.image, volume.meta
+            else:
+                image, _, meta = load_case(case, dataset)
             prediction = predict_case(
                 loaded,
                 image,
@@ -603,19 +698,31 @@ def predict_folder(
                 log(f"failed: {case.case_id}: {exc}")
             continue
         out.mkdir(parents=True, exist_ok=True)
-        if dataset.spatial_dims == 2 and meta.header is None:
-            # a binary model's masks are written 0/255 (visible in any viewer); a multi-class model's
-            # as class indices, so a case that happens to hold only class 1 is not written as 255
-            save_mask2d(label_path, prediction.labels, binary_as_255=binary_output)
-        else:
-            save_image(label_path, prediction.labels, meta)
+        if case_format in ("dicom-seg", "both"):
+            try:
+                report.written.extend(
+                    _write_segs(out, case, volume, prediction, loaded.settings.label_scheme)
+                )
+            except DataError as exc:  # a source highdicom cannot build a SEG on: this case fails
+                report.failed.append((case.case_id, str(exc)))
+                if log:
+                    log(f"failed: {case.case_id}: {exc}")
+                continue
+        if case_format in ("nifti", "both"):
+            if dataset.spatial_dims == 2 and meta.header is None:
+                # a binary model's masks are written 0/255 (visible in any viewer); a multi-class model's
+                # as class indices, so a case that happens to hold only class 1 is not written as 255
+                save_mask2d(label_path, prediction.labels, binary_as_255=binary_output)
+            else:
+                save_image(label_path, prediction.labels, meta)
+            report.written.append(label_path)
+            if save_probabilities and prediction.probabilities is not None:
+                save_image(prob_path, prediction.probabilities, meta, dtype=np.float32)
+                report.written.append(prob_path)
         report.predicted.append(case.case_id)
-        report.written.append(label_path)
-        if save_probabilities and prediction.probabilities is not None:
-            save_image(prob_path, prediction.probabilities, meta, dtype=np.float32)
-            report.written.append(prob_path)
-    for case in _unaccounted(found, report, out, dataset.spatial_dims):
-        expected = output_paths(out, case.case_id, dataset.spatial_dims)[0]
+    formats = {id(c): _output_format_or_none(output_format, c) for c in found}
+    for case in _unaccounted(found, report, out, dataset.spatial_dims, formats):
+        expected = _first_output(out, case, dataset.spatial_dims, formats[id(case)])
         message = f"{expected} was not written (and no error was raised)"
         report.failed.append((case.case_id, message))
         if log:
@@ -624,14 +731,28 @@ def predict_folder(
     return report
 
 
-def _unaccounted(found: list, report: PredictReport, out: Path, spatial_dims: int) -> list:
+def _output_format_or_none(requested: str | None, case) -> str | None:
+    try:
+        return _output_format(requested, case)
+    except (DataError, ConfigError):
+        return None
+
+
+def _first_output(out: Path, case, spatial_dims: int, output_format: str | None) -> Path:
+    """The label map (NIfTI/PNG) or, for SEG-only output, the label SEG of a case."""
+    if output_format == "dicom-seg":
+        return seg_paths(out, case.case_id)[0]
+    return output_paths(out, case.case_id, spatial_dims)[0]
+
+
+def _unaccounted(found: list, report: PredictReport, out: Path, spatial_dims: int, formats: dict) -> list:
     """Cases found that neither failed nor have their label map in ``out``: predict never ends
     successfully with fewer outputs than cases (one skipped as already predicted has its file)."""
     failed = {case_id for case_id, _ in report.failed}
     return [
         c
         for c in found
-        if c.case_id not in failed and not output_paths(out, c.case_id, spatial_dims)[0].is_file()
+        if c.case_id not in failed and not _first_output(out, c, spatial_dims, formats.get(id(c))).is_file()
     ]
 
 

@@ -21,9 +21,11 @@ from torch import nn
 
 from attnseg.config import PreprocessConfig, from_dict
 from attnseg.datasets import discover, load_case
+from attnseg.datasets.dicom import discover_dicom_file
 from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.errors import ConfigError, DataError, ModelFileError
 from attnseg.inference.predict import nonzero_bbox
+from attnseg.io.dicom_series import is_dicom_file
 from attnseg.io.images2d import is_image2d, load_image2d, load_mask2d
 from attnseg.io.nifti import is_nifti, load_image, load_label
 from attnseg.io.paths import strip_image_suffix
@@ -153,9 +155,8 @@ def _load_file(path: Path, label_path: Path | None) -> CaseData:
     raise DataError(f"{path}: not a NIfTI or 2D image file (.nii, .nii.gz, .png, .jpg, .tif)")
 
 
-def _from_dataset(root: Path, case_id: str | None, layout: str) -> CaseData:
-
-    dataset = discover(root, layout)
+def _from_dataset(root: Path, case_id: str | None, layout: str, dataset=None) -> CaseData:
+    dataset = dataset if dataset is not None else discover(root, layout)
     if case_id is None:
         case = dataset.cases[0]
     else:
@@ -181,8 +182,11 @@ def load_case_data(
     case: str | Path, *, case_id: str | None = None, label: str | Path | None = None, layout: str = "auto"
 ) -> CaseData:
     """A case from an image file (NIfTI or 2D; ``label`` optional), a dataset folder (``case_id``,
-    default the first case) or one case's folder inside a dataset (e.g. a BraTS patient folder)."""
+    default the first case; a folder of DICOM series is one, its SEG objects the labels), one
+    file of a DICOM series, or one case's folder inside a dataset (e.g. a BraTS patient folder)."""
     path = Path(case)
+    if path.is_file() and is_dicom_file(path):  # one file of a DICOM series: that series
+        return _from_dataset(path.parent, None, "dicom", discover_dicom_file(path))
     if path.is_file():
         return _load_file(path, Path(label) if label is not None else None)
     if not path.is_dir():
