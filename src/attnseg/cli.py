@@ -301,7 +301,12 @@ def _predict_run(args: argparse.Namespace) -> int:
 
 # --- export: a model file -> ONNX (fp32 or INT8) with the metadata predict needs -------------------
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model file (RUN/model.pt or a file written by save_model)")
+    p.add_argument(
+        "model",
+        nargs="+",
+        help="model file (RUN/model.pt or a file written by save_model); a cross-validation folder "
+        "(RUN of train --fold all) or several .pt files: one ONNX file of their ensemble",
+    )
     p.add_argument("out", help="the .onnx file to write")
     p.add_argument("--int8", action="store_true", help="static INT8 quantization (needs --calibration)")
     p.add_argument("--calibration", default=None, help="dataset folder the model was trained on")
@@ -318,7 +323,7 @@ def _export_run(args: argparse.Namespace) -> int:
     from attnseg.export import export_model_file
 
     s = export_model_file(
-        args.model,
+        args.model if len(args.model) > 1 else args.model[0],
         args.out,
         int8=args.int8,
         calibration=args.calibration,

@@ -63,7 +63,7 @@ from attnseg.io.images2d import save_mask2d
 from attnseg.io.nifti import channels_in_file, is_nifti, read_header, save_image
 from attnseg.io.paths import is_inside
 from attnseg.models.card import ModelCard, read_model_card
-from attnseg.models.ensemble import EnsembleModel
+from attnseg.models.ensemble import EnsembleModel, ensemble_from_files, ensemble_members
 from attnseg.models.model_file import model_from_payload, read_model_file
 from attnseg.progress import progress as progress_lines
 from attnseg.transforms.preprocess import preprocess, target_spacing
@@ -187,31 +187,6 @@ class LoadedModel:
 ModelSource = str | os.PathLike | torch.nn.Module | LoadedModel | Sequence[str | os.PathLike]
 
 
-def ensemble_members(model: ModelSource) -> list[Path] | None:
-    """The model files of an ensemble, or None for one model: several files given, or a
-    cross-validation folder (``RUN/fold_<k>/model.pt`` of ``attnseg train --fold all``); a run
-    folder holding ``model.pt`` is that one model."""
-    if isinstance(model, (list, tuple)):
-        paths = [Path(m) for m in model]
-        if not paths:
-            raise ConfigError("no model file given")
-        return paths if len(paths) > 1 else None
-    if isinstance(model, (torch.nn.Module, LoadedModel)):
-        return None
-    path = Path(model)
-    if not path.is_dir():
-        return None
-    folds = sorted(path.glob("fold_*/model.pt"), key=lambda p: natural_key(p.parent.name))
-    if folds:
-        return folds
-    if (path / "model.pt").is_file():
-        return None
-    raise DataError(
-        f"{path}: a folder given as the model, but it holds neither model.pt nor fold_<k>/model.pt "
-        "(a cross-validation run of attnseg train --fold all)"
-    )
-
-
 def _single(model: ModelSource) -> ModelSource:
     if isinstance(model, (list, tuple)):
         return model[0]
@@ -220,43 +195,18 @@ def _single(model: ModelSource) -> ModelSource:
     return model
 
 
-ENSEMBLE_KEYS = ("spatial_dims", "in_channels", "out_channels", "patch_size", "preprocess",
-                 "label_scheme", "mirror_axes", "postprocessing")  # fmt: skip
-
-
 def load_ensemble(
     paths: Sequence[str | os.PathLike], device: torch.device, *, channels_last: bool = False
 ) -> LoadedModel:
     """Several ``.pt`` model files as one :class:`attnseg.models.ensemble.EnsembleModel` (the mean of
-    their probabilities per window). Their cards must agree on what inference reads (channels,
-    classes, patch, preprocessing, training flips, postprocessing); the first file's card is used."""
-    modules, settings = [], []
-    for path in (Path(p) for p in paths):
-        if path.suffix.lower() == ".onnx":
-            raise ConfigError(
-                f"{path}: an ensemble is made of .pt model files; export the whole ensemble into one "
-                "ONNX file instead (attnseg export RUN ensemble.onnx)"
-            )
-        payload = read_model_file(path)
-        settings.append(read_settings(payload, path))
-        module = model_from_payload(payload, path, map_location=device)
-        if channels_last:
-            module = module.to(
-                memory_format=torch.channels_last_3d
-                if settings[-1].spatial_dims == 3
-                else torch.channels_last
-            )
-        modules.append(module)
-    first = settings[0]
-    for path, other in zip(paths[1:], settings[1:]):
-        differ = [k for k in ENSEMBLE_KEYS if getattr(other, k) != getattr(first, k)]
-        if differ:
-            raise ConfigError(
-                f"{path}: its {', '.join(differ)} differ from {paths[0]}'s; an ensemble needs models "
-                "trained the same way on the same labels"
-            )
-    ensemble = EnsembleModel(modules, first.label_scheme.activation).to(device).eval()
-    return LoadedModel(ensemble, first, Path(paths[0]), device)
+    their probabilities per window); their cards must agree on what inference reads
+    (``attnseg.models.ensemble.ensemble_from_files``)."""
+    ensemble, card = ensemble_from_files(paths, device)
+    if channels_last:
+        layout = torch.channels_last_3d if card.spatial_dims == 3 else torch.channels_last
+        for member in ensemble.members:
+            member.to(memory_format=layout)
+    return LoadedModel(ensemble, InferenceSettings.from_card(card), Path(paths[0]), device)
 
 
 def load_for_inference(

@@ -17,12 +17,19 @@ by a constant per voxel), so an ensemble of identical members predicts exactly w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["EnsembleModel"]
+from attnseg.datasets.base import natural_key
+from attnseg.errors import ConfigError, DataError
+from attnseg.models.card import ModelCard, read_model_card
+from attnseg.models.model_file import model_from_payload, read_model_file
+
+__all__ = ["ENSEMBLE_KEYS", "EnsembleModel", "ensemble_from_files", "ensemble_members"]
 
 _EPS = 1e-7  # keeps log and logit finite where a probability is 0 or 1 in float32
 
@@ -40,6 +47,10 @@ class EnsembleModel(nn.Module):
         self.members = nn.ModuleList(members)
         self.activation = activation
         self.config = getattr(members[0], "config", None)
+        # what the exporter and the sliding window read of a network (padding multiple, channels)
+        self.spatial_dims = getattr(members[0], "spatial_dims", 3)
+        self.stride = max(int(getattr(m, "stride", 1)) for m in members)
+        self.in_channels = getattr(members[0], "in_channels", 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = None
@@ -55,3 +66,59 @@ class EnsembleModel(nn.Module):
             return torch.log(mean.clamp_min(_EPS))
         mean = mean.clamp(_EPS, 1 - _EPS)
         return torch.log(mean) - torch.log1p(-mean)
+
+
+def ensemble_members(model) -> list[Path] | None:
+    """The model files of an ensemble, or None for one model: several files given (a list), or a
+    cross-validation folder (``RUN/fold_<k>/model.pt`` of ``attnseg train --fold all``, in fold
+    order); a run folder holding ``model.pt`` is that one model."""
+    if isinstance(model, (list, tuple)):
+        paths = [Path(m) for m in model]
+        if not paths:
+            raise ConfigError("no model file given")
+        return paths if len(paths) > 1 else None
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    path = Path(model)
+    if not path.is_dir():
+        return None
+    folds = sorted(path.glob("fold_*/model.pt"), key=lambda p: natural_key(p.parent.name))
+    if folds:
+        return folds
+    if (path / "model.pt").is_file():
+        return None
+    raise DataError(
+        f"{path}: a folder given as the model, but it holds neither model.pt nor fold_<k>/model.pt "
+        "(a cross-validation run of attnseg train --fold all)"
+    )
+
+
+# what inference reads of a card: members must agree on all of it
+ENSEMBLE_KEYS = ("spatial_dims", "in_channels", "out_channels", "patch_size", "preprocess",
+                 "label_scheme", "mirror_axes", "postprocessing")  # fmt: skip
+
+
+def ensemble_from_files(
+    paths: Sequence[str | os.PathLike], map_location: str | torch.device = "cpu"
+) -> tuple[EnsembleModel, ModelCard]:
+    """Several ``.pt`` model files as one :class:`EnsembleModel` (eval mode) and the card they share
+    (the first file's; every card must agree on ``ENSEMBLE_KEYS``, else ConfigError naming both)."""
+    paths = [Path(p) for p in paths]
+    modules, cards = [], []
+    for path in paths:
+        if path.suffix.lower() == ".onnx":
+            raise ConfigError(
+                f"{path}: an ensemble is made of .pt model files; export the whole ensemble into one "
+                "ONNX file instead (attnseg export RUN ensemble.onnx)"
+            )
+        payload = read_model_file(path)
+        cards.append(read_model_card(payload, path=path))
+        modules.append(model_from_payload(payload, path, map_location=map_location))
+    for path, card in zip(paths[1:], cards[1:]):
+        differ = [k for k in ENSEMBLE_KEYS if getattr(card, k) != getattr(cards[0], k)]
+        if differ:
+            raise ConfigError(
+                f"{path}: its {', '.join(differ)} differ from {paths[0]}'s; an ensemble needs models "
+                "trained the same way on the same labels"
+            )
+    return EnsembleModel(modules, cards[0].label_scheme.activation).to(map_location).eval(), cards[0]
