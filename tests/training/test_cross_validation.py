@@ -24,7 +24,6 @@ TINY = [
     "--set", "model.features=[4,8,16]",
     "--set", "train.epochs=2",
     "--set", "train.iters_per_epoch=3",
-    "--set", "train.val_every=0",
     "--set", "data.batch_size=2",
     "--set", "train.progress=false",
     "--set", "train.threads=2",
@@ -48,6 +47,8 @@ def cv_run(tmp_path_factory):
 def test_every_fold_trains_and_every_case_is_predicted_once_by_the_fold_that_did_not_train_on_it(cv_run):
     data, run = cv_run
     splits = json.loads((run / "splits.json").read_text())
+    summary = json.loads((run / "cv_summary.json").read_text())
+    assert summary["folds_selected_on_validation"] == []  # --fold all: the folds keep their final weights
     assert splits["k"] == 3 and len(splits["folds"]) == 3
     ids = sorted(discover(data).case_ids)
     vals = [sorted(f["val"]) for f in splits["folds"]]
@@ -159,3 +160,13 @@ def test_region_rules_are_applied_to_the_region_masks_and_painted_back():
     expected[8, 8] = 0
     expected[6, 1] = 0
     np.testing.assert_array_equal(out, expected)
+
+
+def test_folds_keep_their_final_weights_and_a_split_unless_told_otherwise(tmp_path):
+    from attnseg.training.cross_validation import fold_defaults
+
+    assert fold_defaults(None, []) == ["data.split=kfold", "train.val_every=0"]
+    assert fold_defaults(None, ["train.val_every=2", "data.split=kfold"]) == []
+    assert fold_defaults(None, ["data.split=none"]) == ["data.split=kfold", "train.val_every=0"]
+    (tmp_path / "c.yaml").write_text("train:\n  val_every: 1\n")
+    assert fold_defaults(tmp_path / "c.yaml", []) == ["data.split=kfold"]

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from attnseg.config import load_yaml
 from attnseg.datasets import discover, load_case
 from attnseg.datasets.label_scheme import LabelScheme
 from attnseg.datasets.splits import save_splits
@@ -45,7 +46,8 @@ from attnseg.io.images2d import load_mask2d
 from attnseg.io.nifti import load_label
 from attnseg.metrics.evaluate import evaluate_case, per_case_csv, summarize
 from attnseg.models.model_file import read_model_file, write_payload
-from attnseg.training.run import _load_config, dataset_folds, train
+from attnseg.training.budget import explicit_keys
+from attnseg.training.run import dataset_folds, load_run_config, train
 
 __all__ = ["CrossValidationResult", "cross_validate", "cv_table", "fold_dir"]
 
@@ -92,11 +94,8 @@ def cross_validate(
         )
     out = Path(out)
     check_writable(out)
-    overrides = list(overrides)
-    config = _load_config(out, config_file, overrides, False, None)
-    if config.data.split == "none":  # e.g. the --minutes defaults: folds need a split
-        overrides.append("data.split=kfold")
-        config = _load_config(out, config_file, overrides, False, None)
+    overrides = [*overrides, *fold_defaults(config_file, overrides)]
+    config = load_run_config(config_file, overrides)
     dataset = discover(data_root, config.data.layout)
     folds = dataset_folds(dataset, config)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,6 +115,21 @@ def cross_validate(
     result.table = cv_table(result.summary)
     log(result.table)
     return result
+
+
+def fold_defaults(config_file, overrides: Sequence[str]) -> list[str]:
+    """What a fold run sets unless the user did: a k-fold split (the ``--minutes`` defaults train
+    on every case), and no validation during training (``train.val_every=0``), so that ``model.pt``
+    holds the final weights (nnU-Net's ``checkpoint_final``) and not the ones that scored best on
+    the very cases the out-of-fold estimate is taken on."""
+    explicit = explicit_keys(load_yaml(config_file) if config_file else None, overrides)
+    config = load_run_config(config_file, overrides)
+    out = []
+    if "data.split" not in explicit or config.data.split == "none":
+        out.append("data.split=kfold")
+    if "train.val_every" not in explicit:
+        out.append("train.val_every=0")
+    return out
 
 
 def train_fold(
@@ -234,8 +248,14 @@ def write_summary(out: Path, data_root, folds, scheme: LabelScheme, result: Cros
     names = list(scheme.targets)
     number = dict(zip(names, _target_masks(np.zeros(1, dtype=np.int64), scheme)))
     chosen = result.chosen
+    selected = [
+        k for k in range(len(folds))
+        if json.loads((fold_dir(out, k) / "summary.json").read_text()).get("best_epoch") is not None
+    ]  # fmt: skip
     summary = {
         "data": str(Path(data_root).resolve()),
+        # folds whose model.pt was chosen by its Dice on its validation cases: the estimate is optimistic
+        "folds_selected_on_validation": selected,
         "k": len(folds),
         "n_cases": len(result.per_case),
         "folds": [
@@ -296,4 +316,10 @@ def cv_table(summary: dict) -> str:
         for n, r in pp["rules"].items()
     ]  # fmt: skip
     lines.append("postprocessing chosen (recorded in each fold's model.pt): " + "; ".join(said))
+    if summary.get("folds_selected_on_validation"):
+        lines.append(
+            f"note: the model.pt of fold(s) {summary['folds_selected_on_validation']} holds the weights with "
+            "the best Dice on its own validation cases, so the out-of-fold figures are optimistic "
+            "(train.val_every=0, the --fold all default, keeps the final weights)"
+        )
     return "\n".join(lines)
