@@ -40,7 +40,7 @@ def cv_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv")
     data = phantom.write_phantom_dataset(root / "data", 6, seed=0, shape=(24, 24, 16), spacing_mm=4.0)
     run = root / "run"
-    assert main(["train", str(data), "--out", str(run), "--folds", "3", "--fold", "all", *TINY]) == 0
+    assert main(["train", str(data), "--out", str(run), "--folds", "2", "--fold", "all", *TINY]) == 0
     return data, run
 
 
@@ -49,7 +49,7 @@ def test_every_fold_trains_and_every_case_is_predicted_once_by_the_fold_that_did
     splits = json.loads((run / "splits.json").read_text())
     summary = json.loads((run / "cv_summary.json").read_text())
     assert summary["folds_selected_on_validation"] == []  # --fold all: the folds keep their final weights
-    assert splits["k"] == 3 and len(splits["folds"]) == 3
+    assert splits["k"] == 2 and len(splits["folds"]) == 2
     ids = sorted(discover(data).case_ids)
     vals = [sorted(f["val"]) for f in splits["folds"]]
     assert sorted(c for v in vals for c in v) == ids  # a partition: each case validates exactly once
@@ -84,9 +84,9 @@ def test_out_of_fold_scores_are_metrics_evaluate_of_the_validation_predictions(c
     mean = np.mean([float(r["dice"]) for r in rows if r["target"] == "WT"])
     assert summary["oof"]["targets"]["WT"]["dice"]["mean"] == pytest.approx(mean)
     fold_mean = np.mean(
-        [float(r["dice"]) for r in rows if r["target"] == "WT" and r["case_id"] in splits[2]["val"]]
+        [float(r["dice"]) for r in rows if r["target"] == "WT" and r["case_id"] in splits[1]["val"]]
     )
-    assert summary["folds"][2]["mean"]["WT"]["dice"] == pytest.approx(fold_mean)
+    assert summary["folds"][1]["mean"]["WT"]["dice"] == pytest.approx(fold_mean)
 
 
 def test_postprocessing_is_chosen_from_the_oof_dice_and_recorded_in_every_fold_card(cv_run, capsys):
@@ -104,24 +104,24 @@ def test_postprocessing_is_chosen_from_the_oof_dice_and_recorded_in_every_fold_c
         # the chosen rule's out-of-fold Dice is the Dice of the postprocessed predictions
         assert summary["oof_postprocessed"]["targets"][name]["dice"]["mean"] == pytest.approx(scores[rule])
     assert pp["card"] == as_card({number[n]: r for n, r in pp["rules"].items()})
-    for k in range(3):
+    for k in range(2):
         assert read_model_card(run / f"fold_{k}" / "model.pt").postprocessing == pp["card"]
         read_model_file(run / f"fold_{k}" / "model.pt")  # the checksum still holds
 
 
 def test_a_second_fold_all_keeps_the_finished_folds(cv_run, capsys):
     data, run = cv_run
-    before = {k: (run / f"fold_{k}" / "summary.json").stat().st_mtime_ns for k in range(3)}
-    assert main(["train", str(data), "--out", str(run), "--folds", "3", "--fold", "all", *TINY]) == 0
+    before = {k: (run / f"fold_{k}" / "summary.json").stat().st_mtime_ns for k in range(2)}
+    assert main(["train", str(data), "--out", str(run), "--folds", "2", "--fold", "all", *TINY]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("finished run found") == 3
+    assert printed.count("finished run found") == 2
     assert "out-of-fold" in printed and "postprocessing chosen" in printed
-    assert {k: (run / f"fold_{k}" / "summary.json").stat().st_mtime_ns for k in range(3)} == before
+    assert {k: (run / f"fold_{k}" / "summary.json").stat().st_mtime_ns for k in range(2)} == before
 
 
 def test_fold_all_refuses_a_fold_folder_trained_on_other_cases(cv_run, tmp_path, capsys):
     data, run = cv_run
-    assert main(["train", str(data), "--out", str(run), "--folds", "2", "--fold", "all", *TINY]) == 2
+    assert main(["train", str(data), "--out", str(run), "--folds", "3", "--fold", "all", *TINY]) == 2
     assert "other validation cases" in capsys.readouterr().err
 
 
