@@ -21,6 +21,7 @@ includes its out-of-fold prediction and scoring). Usage::
 
     PYTHONPATH=src python benchmarks/hippocampus_cv.py --iterations 600 --out work/hippo_cv
     PYTHONPATH=src python benchmarks/hippocampus_cv.py --iterations 20 --test-cases 4 --out work/hippo_cv_check
+    PYTHONPATH=src python benchmarks/hippocampus_cv.py --table work/hippo_cv/results.json
 """
 
 from __future__ import annotations
@@ -76,7 +77,11 @@ def main() -> None:
         "--test-cases", type=int, default=0, help="score only the first N held-out cases (checks)"
     )
     ap.add_argument("--out", type=Path, default=Path("work/hippo_cv"))
+    ap.add_argument("--table", type=Path, help="print the tables of this results.json and stop")
     args = ap.parse_args()
+    if args.table:
+        print_table(json.loads(args.table.read_text()))
+        return
     started = time.time()
     run_dir, logs = args.out, args.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -186,6 +191,13 @@ def print_table(results: dict) -> None:
             f"{s['predict']['cpu_seconds']:10.1f}"
         )
     print("diff/better/p: per-case mean Dice vs single5N (paired Wilcoxon signed-rank)")
+    ens, one = (per_case_mean(results["contenders"][k]) for k in ("ensemble5/no-pp", "fold0/no-pp"))
+    diff = np.array([ens[c] - one[c] for c in sorted(one)])
+    p = wilcoxon(diff).pvalue if np.any(diff != 0) else 1.0
+    print(
+        f"ensemble5/no-pp vs fold0/no-pp (what averaging the folds adds): {diff.mean():+.4f}, "
+        f"better on {int((diff > 0).sum())}/{len(diff)} cases, p = {p:.2g}"
+    )
 
 
 if __name__ == "__main__":
