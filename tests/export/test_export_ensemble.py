@@ -35,7 +35,7 @@ def cv_folder(root, k=3):
 def test_a_cross_validation_folder_exports_as_one_onnx_file_that_predicts_like_the_ensemble(tmp_path, capsys):
     run = cv_folder(tmp_path / "cv", 2)
     out = tmp_path / "ensemble.onnx"
-    assert main(["export", str(run), str(out)]) == 0
+    assert main(["export", str(run), str(out), "--exporter", "torchscript"]) == 0
     assert "argmax agreement 100.0000 %" in capsys.readouterr().out
     meta = read_metadata(out)
     assert meta["ensemble"]["activation"] == "softmax" and len(meta["ensemble"]["members"]) == 2
