@@ -84,6 +84,15 @@ def test_a_cross_validation_folder_is_the_ensemble_of_its_folds(tmp_path):
         ensemble_members(tmp_path / "empty")
 
 
+def test_a_cross_validation_folder_with_a_missing_fold_is_refused(tmp_path):
+    for k in (0, 2):
+        (tmp_path / f"fold_{k}").mkdir()
+        model_file(tmp_path / f"fold_{k}" / "model.pt", k)
+    (tmp_path / "splits.json").write_text('{"version": 1, "k": 3, "folds": []}')
+    with pytest.raises(DataError, match=r"fold\(s\) \[1\] of the 3 in splits.json have no model.pt"):
+        ensemble_members(tmp_path)
+
+
 def test_an_ensemble_refuses_models_that_disagree(tmp_path):
     a = model_file(tmp_path / "a.pt")
     b = model_file(tmp_path / "b.pt", patch_size=[16, 16, 16])

@@ -17,6 +17,7 @@ by a constant per voxel), so an ensemble of identical members predicts exactly w
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +84,20 @@ def ensemble_members(model) -> list[Path] | None:
     if not path.is_dir():
         return None
     folds = sorted(path.glob("fold_*/model.pt"), key=lambda p: natural_key(p.parent.name))
+    splits = path / "splits.json"
+    if folds and splits.is_file():  # a CV run: every fold it split must be there
+        try:
+            k = int(json.loads(splits.read_text())["k"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(
+                f"{splits}: not a splits file written by attnseg train --fold all ({exc})"
+            ) from None
+        missing = [f for f in range(k) if not (path / f"fold_{f}" / "model.pt").is_file()]
+        if missing:
+            raise DataError(
+                f"{path}: fold(s) {missing} of the {k} in splits.json have no model.pt; finish them "
+                "(attnseg train DATA --out RUN --fold all --resume) or pass the model files to use"
+            )
     if folds:
         return folds
     if (path / "model.pt").is_file():
