@@ -339,7 +339,12 @@ def _add_set_option(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model file: RUN/model.pt, a training checkpoint, or an exported .onnx")
+    p.add_argument(
+        "model",
+        nargs="+",
+        help="model file: RUN/model.pt, a training checkpoint, or an exported .onnx; a cross-validation "
+        "folder (RUN of train --fold all) or several .pt files: their ensemble",
+    )
     p.add_argument(
         "input",
         help="a dataset folder, a case folder, one image file, or DICOM: a folder of series or one file",
@@ -379,6 +384,11 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-component-vox", type=int, default=0, help="drop components smaller than this many voxels"
     )
+    p.add_argument(
+        "--no-postprocessing",
+        action="store_true",
+        help="ignore the component rules recorded in the model card (chosen by train --fold all)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -401,9 +411,10 @@ def _predict_run(args: argparse.Namespace) -> int:
         keep_largest=args.keep_largest,
         min_component_vox=args.min_component_vox,
         patch_size=args.patch_size,
+        card_postprocessing=not args.no_postprocessing,
     )
     report = predict_folder(
-        args.model,
+        args.model if len(args.model) > 1 else args.model[0],
         args.input,
         args.out,
         options,
@@ -427,7 +438,12 @@ def _predict_run(args: argparse.Namespace) -> int:
 
 # --- export: a model file -> ONNX (fp32 or INT8) with the metadata predict needs -------------------
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model file (RUN/model.pt or a file written by save_model)")
+    p.add_argument(
+        "model",
+        nargs="+",
+        help="model file (RUN/model.pt or a file written by save_model); a cross-validation folder "
+        "(RUN of train --fold all) or several .pt files: one ONNX file of their ensemble",
+    )
     p.add_argument("out", help="the .onnx file to write")
     p.add_argument("--int8", action="store_true", help="static INT8 quantization (needs --calibration)")
     p.add_argument("--calibration", default=None, help="dataset folder the model was trained on")
@@ -444,7 +460,7 @@ def _export_run(args: argparse.Namespace) -> int:
     from attnseg.export import export_model_file
 
     s = export_model_file(
-        args.model,
+        args.model if len(args.model) > 1 else args.model[0],
         args.out,
         int8=args.int8,
         calibration=args.calibration,
@@ -501,19 +517,58 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="wall-clock budget for the whole command: width measured for this machine, every labelled "
-        "case trained, learning rate annealed over the budget (see attnseg.training.budget)",
+        "case trained, learning rate annealed over the budget (see attnseg.training.budget); with "
+        "--fold all, each fold's budget",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="k of the seeded k-fold split (data.folds, default 5)",
+    )
+    p.add_argument(
+        "--fold",
+        default=None,
+        metavar="F|all",
+        help="which fold validates (data.fold, default 0); 'all': cross-validation, every fold in "
+        "RUN/fold_<k>, out-of-fold Dice/HD95 in RUN/cv_summary.json, postprocessing chosen from them",
     )
 
 
 def _train_run(args: argparse.Namespace) -> int:
     """Train an Attention U-Net on a dataset folder (torchrun-ready; --resume continues exactly)."""
+    from attnseg.errors import ConfigError
     from attnseg.training.run import train
 
+    overrides = list(args.overrides)
+    if args.folds is not None:
+        overrides.append(f"data.folds={args.folds}")
+    if args.fold == "all":
+        from attnseg.training.cross_validation import cross_validate
+
+        cross_validate(
+            args.data,
+            args.out,
+            config_file=args.config,
+            overrides=overrides,
+            resume=args.resume,
+            init=args.init,
+            freeze=args.freeze,
+            minutes=args.minutes,
+        )
+        return 0
+    if args.fold is not None:
+        if not args.fold.isdigit():
+            raise ConfigError(f"--fold {args.fold}: pass a fold number (0..K-1) or all")
+        overrides.append(f"data.fold={args.fold}")
+        if args.minutes is not None:  # the --minutes defaults train on every case; a fold needs the split
+            overrides.append("data.split=kfold")
     train(
         args.data,
         args.out,
         config_file=args.config,
-        overrides=args.overrides,
+        overrides=overrides,
         resume=args.resume,
         init=args.init,
         freeze=args.freeze,

@@ -6,6 +6,7 @@ that neither of those imports the other's caller: quantize uses onnx, this modul
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from attnseg.export.onnx import DEFAULT_OPSET, check_parity, export_onnx
 from attnseg.export.quantize import calibration_windows as make_windows
 from attnseg.export.quantize import quantize_model
 from attnseg.models.card import read_model_card
+from attnseg.models.ensemble import ensemble_from_files, ensemble_members
 from attnseg.models.model_file import model_from_payload, read_model_file
 
 
 def export_model_file(
-    model_path: str | Path,
+    model_path: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     int8: bool = False,
@@ -37,15 +39,40 @@ def export_model_file(
 ) -> dict[str, Any]:
     """Export a model file (``save_model``/training ``model.pt``) with its metadata; optionally INT8.
 
+    An ensemble (a cross-validation folder, or several model files: ``models.ensemble``) becomes
+    one ONNX file holding every member (``EnsembleModel``: the mean of their probabilities per
+    window, output as log-probabilities or logits of the mean, which predict decodes as it does
+    any model's logits); its metadata lists the members under ``ensemble``. fp32 only.
+
     ``calibration``: the dataset folder the model was trained on. Needed for ``int8``; for fp32 it
     adds a parity check on real windows (same tolerance as the random one). ``fold``: default on
     for INT8 (3D), off for fp32 (measured faster each way). Returns a summary for printing.
     """
-    payload = read_model_file(model_path)
-    card = read_model_card(payload, path=model_path)
-    model = model_from_payload(payload, model_path).eval()
+    members = ensemble_members(model_path)
+    if members is not None:
+        if int8:
+            raise ConfigError("--int8 of an ensemble is not supported; export it in float32 (drop --int8)")
+        model, card = ensemble_from_files(members)
+        ensemble = {
+            "members": [str(p) for p in members],
+            "activation": model.activation,
+            "output": "log of the mean softmax"
+            if model.activation == "softmax"
+            else "logit of the mean sigmoid",
+        }
+        model_path = (
+            str(model_path) if not isinstance(model_path, (list, tuple)) else ", ".join(map(str, model_path))
+        )
+    else:
+        model_path = model_path[0] if isinstance(model_path, (list, tuple)) else model_path
+        payload = read_model_file(model_path)
+        card = read_model_card(payload, path=model_path)
+        model = model_from_payload(payload, model_path).eval()
+        ensemble = None
     # the whole card travels: `attnseg predict model.onnx` reads it back with read_model_card
     extra = {**card.to_dict(), "model_file_version": card.version}
+    if ensemble is not None:  # one graph: every member on each window, their probabilities averaged
+        extra["ensemble"] = ensemble
     patch = card.patch_size
     windows: list[np.ndarray] = []
     if calibration is not None:

@@ -20,10 +20,12 @@ import numpy as np
 import torch
 
 __all__ = [
+    "component_sizes_and_ids",
     "keep_largest_component",
     "postprocess_components",
     "probabilities_from_logits",
     "remove_small_components",
+    "rules_from_card",
 ]
 
 
@@ -58,6 +60,26 @@ def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.nda
     """Component ids (0 = off) and the voxel count of each id."""
     ids = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=connectivity)
     return ids, np.bincount(ids.ravel())
+
+
+def component_sizes_and_ids(
+    mask: np.ndarray, connectivity: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of a binary mask: ids ``(*spatial)`` (0 = off; numbered in C order of
+    their first voxel) and the voxel count of each id (index 0: the off voxels)."""
+    mask = np.asarray(mask)
+    return _components(mask, _connectivity(mask.ndim, connectivity))
+
+
+def rules_from_card(entry: Mapping | None) -> tuple[bool | list[int], dict[int, int]]:
+    """A model card's ``postprocessing`` entry (``{"keep_largest": [targets], "min_component_vox":
+    {"target": N}}``, see ``attnseg.models.card``) as ``postprocess_components`` arguments
+    ``(keep_largest, min_voxels)``; ``(False, {})`` for None."""
+    if not entry:
+        return False, {}
+    keep = [int(t) for t in entry.get("keep_largest") or ()]
+    small = {int(t): int(n) for t, n in dict(entry.get("min_component_vox") or {}).items()}
+    return (keep or False), small
 
 
 def _classes(labels: np.ndarray, classes: Iterable[int] | None) -> list[int]:

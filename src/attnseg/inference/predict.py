@@ -57,7 +57,11 @@ from attnseg.datasets.label_scheme import ATTNSEG_PAINT_RULE, LabelScheme
 from attnseg.devices import auto_device_type
 from attnseg.errors import ConfigError, DataError
 from attnseg.export.runtime import OnnxPredictor
-from attnseg.inference.postprocess import postprocess_components, probabilities_from_logits
+from attnseg.inference.postprocess import (
+    postprocess_components,
+    probabilities_from_logits,
+    rules_from_card,
+)
 from attnseg.inference.sliding_window import Predictor, sliding_window_inference
 from attnseg.io.atomic import output_error
 from attnseg.io.dicom_seg import write_seg
@@ -66,6 +70,7 @@ from attnseg.io.images2d import save_mask2d
 from attnseg.io.nifti import channels_in_file, is_nifti, read_header, save_image
 from attnseg.io.paths import is_inside
 from attnseg.models.card import ModelCard, read_model_card
+from attnseg.models.ensemble import EnsembleModel, ensemble_from_files, ensemble_members
 from attnseg.models.model_file import model_from_payload, read_model_file
 from attnseg.progress import progress as progress_lines
 from attnseg.transforms.preprocess import preprocess, target_spacing
@@ -77,6 +82,9 @@ __all__ = [
     "PredictOptions",
     "PredictReport",
     "find_cases",
+    "component_rules",
+    "ensemble_members",
+    "load_ensemble",
     "load_for_inference",
     "nonzero_bbox",
     "predict_case",
@@ -101,6 +109,8 @@ class InferenceSettings:
     # the spatial axes the model saw mirrored in training (``augment.flip_axes`` when ``p_flip > 0``);
     # ``tta=True`` mirrors only these. None: not recorded (then ``tta=True`` means all 2**D flips)
     mirror_axes: tuple[int, ...] | None = None
+    # connected-component rules chosen from out-of-fold predictions (the card's ``postprocessing``)
+    postprocessing: dict[str, Any] | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,6 +129,7 @@ class InferenceSettings:
             label_scheme=card.label_scheme,
             channel_names=list(card.channel_names) if card.channel_names else None,
             mirror_axes=card.mirror_axes,
+            postprocessing=card.postprocessing,
             sources=dict(card.sources),
         )
 
@@ -180,18 +191,48 @@ class LoadedModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
+ModelSource = str | os.PathLike | torch.nn.Module | LoadedModel | Sequence[str | os.PathLike]
+
+
+def _single(model: ModelSource) -> ModelSource:
+    if isinstance(model, (list, tuple)):
+        return model[0]
+    if isinstance(model, (str, os.PathLike)) and Path(model).is_dir():
+        return Path(model) / "model.pt"
+    return model
+
+
+def load_ensemble(
+    paths: Sequence[str | os.PathLike], device: torch.device, *, channels_last: bool = False
+) -> LoadedModel:
+    """Several ``.pt`` model files as one :class:`attnseg.models.ensemble.EnsembleModel` (the mean of
+    their probabilities per window); their cards must agree on what inference reads
+    (``attnseg.models.ensemble.ensemble_from_files``)."""
+    ensemble, card = ensemble_from_files(paths, device)
+    if channels_last:
+        layout = torch.channels_last_3d if card.spatial_dims == 3 else torch.channels_last
+        for member in ensemble.members:
+            member.to(memory_format=layout)
+    return LoadedModel(ensemble, InferenceSettings.from_card(card), Path(paths[0]), device)
+
+
 def load_for_inference(
-    model: str | os.PathLike | torch.nn.Module | LoadedModel,
+    model: ModelSource,
     device: str | torch.device = "cpu",
     *,
     channels_last: bool = False,
     threads: int | None = None,
 ) -> LoadedModel:
     """A model file (``.pt`` from training or ``save_model``, or ``.onnx`` from ``attnseg export``),
-    or an in-memory model built with ``attnseg.build_model`` (default settings), ready to predict."""
+    an in-memory model built with ``attnseg.build_model`` (default settings), or an ensemble
+    (several ``.pt`` files, or a cross-validation folder: ``ensemble_members``), ready to predict."""
     if isinstance(model, LoadedModel):
         return model
     device = torch.device(auto_device_type() if device == "auto" else device)
+    members = ensemble_members(model)
+    if members is not None:
+        return load_ensemble(members, device, channels_last=channels_last)
+    model = _single(model)
     if isinstance(model, torch.nn.Module):
         payload = {"model_config": to_dict(model.config)} if hasattr(model, "config") else {}
         module = model.to(device).eval()
@@ -226,7 +267,9 @@ class PredictOptions:
     ``crop_nonzero``: predict only inside the bounding box of the non-zero voxels (any channel) and
     call everything outside background, like nnU-Net; default (None): on when the normalisation is
     ``zscore_nonzero`` (skull-stripped MRI, where the box holds every voxel the statistics use, so
-    the network input inside it is unchanged)."""
+    the network input inside it is unchanged). ``card_postprocessing``: apply the component rules
+    the model card records (chosen from out-of-fold predictions by ``attnseg train --fold all``)
+    when neither ``keep_largest`` nor ``min_component_vox`` is given; given ones replace them."""
 
     overlap: float = 0.5
     batch_size: int = 2
@@ -239,6 +282,7 @@ class PredictOptions:
     min_component_vox: int | Mapping[int, int] = 0
     patch_size: Sequence[int] | None = None
     crop_nonzero: bool | None = None
+    card_postprocessing: bool = True
 
 
 @dataclass
@@ -284,6 +328,26 @@ def tta_axes(tta: bool | Sequence[int], settings: InferenceSettings) -> bool | t
     if tta is True and settings.mirror_axes is not None:
         return settings.mirror_axes if settings.mirror_axes else False
     return tta
+
+
+def _describe_rules(entry: Mapping[str, Any]) -> str:
+    keep = entry.get("keep_largest") or []
+    small = entry.get("min_component_vox") or {}
+    parts = [f"keep the largest component of {', '.join(map(str, keep))}"] if keep else []
+    parts += [f"drop components under {n} voxels of {t}" for t, n in small.items()]
+    return "; ".join(parts) or "none (no rule improved the out-of-fold Dice)"
+
+
+def component_rules(
+    options: PredictOptions, settings: InferenceSettings
+) -> tuple[bool | Sequence[int], int | Mapping[int, int]]:
+    """``(keep_largest, min_voxels)`` for ``postprocess_components``: the options' own rules when
+    they give any, else the model card's (``options.card_postprocessing``), else none."""
+    if options.keep_largest is not False or options.min_component_vox:
+        return options.keep_largest, options.min_component_vox
+    if options.card_postprocessing and settings.postprocessing:
+        return rules_from_card(settings.postprocessing)
+    return False, 0
 
 
 def predict_case(
@@ -362,24 +426,20 @@ def predict_case(
     if tuple(logits.shape[1:]) != tuple(cropped.shape[1:]):
         logits = _resize(logits, cropped.shape[1:])
 
+    keep_largest, min_voxels = component_rules(options, s)
     if scheme.kind == "regions":
         masks = scheme.region_masks(logits, threshold=options.threshold)
-        if options.keep_largest is not False or options.min_component_vox:
+        if keep_largest is not False or min_voxels:
             masks = postprocess_components(
-                masks,
-                keep_largest=options.keep_largest,
-                min_voxels=options.min_component_vox,
-                channels_first=True,
+                masks, keep_largest=keep_largest, min_voxels=min_voxels, channels_first=True
             )
         part = scheme.paint(masks)
     else:
         part = scheme.decode(logits)
     labels = np.full(spatial, scheme.background, dtype=part.dtype)
     labels[region] = part
-    if scheme.kind == "labels" and (options.keep_largest is not False or options.min_component_vox):
-        labels = postprocess_components(
-            labels, keep_largest=options.keep_largest, min_voxels=options.min_component_vox
-        )
+    if scheme.kind == "labels" and (keep_largest is not False or min_voxels):
+        labels = postprocess_components(labels, keep_largest=keep_largest, min_voxels=min_voxels)
     probabilities = None
     if with_probabilities:
         probabilities = _background_probabilities(s, spatial)
@@ -584,7 +644,7 @@ def _write_segs(out: Path, case, volume, prediction: CasePrediction, scheme: Lab
 
 
 def predict_folder(
-    model: str | os.PathLike | torch.nn.Module | LoadedModel,
+    model: ModelSource,
     input_path: str | os.PathLike,
     out: str | os.PathLike,
     options: PredictOptions | None = None,
@@ -631,6 +691,18 @@ def predict_folder(
                 f"note: the model file does not say {', '.join(defaults)}; using defaults "
                 f"({loaded.settings.describe()})"
             )
+    if log and isinstance(loaded.predictor, EnsembleModel):
+        log(
+            f"ensemble of {len(loaded.predictor.members)} models: their {scheme.activation} outputs are "
+            "averaged per window"
+        )
+    if log and options.card_postprocessing and loaded.settings.postprocessing:
+        rules = component_rules(options, loaded.settings)
+        if (options.keep_largest, options.min_component_vox) == (False, 0):
+            log(f"postprocessing from the model card: {_describe_rules(loaded.settings.postprocessing)}")
+        else:
+            log(f"postprocessing as given (keep_largest={rules[0]}, min_component_vox={rules[1]}), "
+                "not the model card's")  # fmt: skip
     if log and options.tta is True:
         axes = tta_axes(True, loaded.settings)
         if axes is True:

@@ -2,6 +2,7 @@
 
 from attnseg.models.blocks import AttentionGate, ConvBlock, ConvNormAct, UpSample
 from attnseg.models.card import ModelCard, read_model_card, training_card
+from attnseg.models.ensemble import EnsembleModel
 from attnseg.models.model_file import load_model, model_from_payload, read_model_file, save_model
 from attnseg.models.registry import available_models, build_model, register_model
 from attnseg.models.transfer import TransferReport, transfer_weights
@@ -12,6 +13,7 @@ __all__ = [
     "AttentionUNet",
     "ConvBlock",
     "ConvNormAct",
+    "EnsembleModel",
     "ModelCard",
     "TransferReport",
     "UNet",

@@ -4,7 +4,10 @@ A card holds the architecture (``model_config``), the label scheme (``label_sche
 the key ``target`` as ``LabelScheme.to_dict()``: kind, values, names, regions and, for regions, an
 optional ``paint_order``; see :mod:`attnseg.datasets.label_scheme`), the training patch size (``patch_size``, voxels), the preprocessing
 (``preprocess``: ``normalization``, ``clip_percentiles``, ``target_spacing_mm``), the input channel
-names, the spatial axes mirrored in training (``mirror_axes``; None: not recorded) and the attnseg
+names, the spatial axes mirrored in training (``mirror_axes``; None: not recorded), the
+connected-component rules chosen from out-of-fold predictions (``postprocessing``: ``{"keep_largest":
+[targets], "min_component_vox": {target: voxels}}``, targets as in ``attnseg.inference.postprocess``;
+written by ``attnseg train --fold all``, applied by predict; None: none chosen) and the attnseg
 version that wrote the file. Training writes it at the top level of ``model.pt`` (``training_card``),
 ``attnseg export`` copies it into the ONNX metadata (``ModelCard.to_dict``), and predict, export,
 visualize and compare all read it with :func:`read_model_card`, like nnU-Net's model folder.
@@ -53,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_PATCH_VOX = {2: (256, 256), 3: (128, 128, 128)}
-CARD_KEYS = ("target", "patch_size", "preprocess", "channel_names", "mirror_axes")
+CARD_KEYS = ("target", "patch_size", "preprocess", "channel_names", "mirror_axes", "postprocessing")
 ONNX_METADATA_KEY = "attnseg"
 ONNX_FORMAT = "attnseg.onnx"
 
@@ -73,6 +76,7 @@ class ModelCard:
     preprocess: PreprocessConfig
     channel_names: tuple[str, ...] | None = None
     mirror_axes: tuple[int, ...] | None = None
+    postprocessing: dict[str, Any] | None = None
     version: str | None = None
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -110,6 +114,8 @@ class ModelCard:
             "channel_names": list(self.channel_names) if self.channel_names else None,
             "mirror_axes": list(self.mirror_axes) if self.mirror_axes is not None else None,
         }
+        if self.postprocessing is not None:
+            card["postprocessing"] = self.postprocessing
         if self.defaulted:
             card["defaulted"] = list(self.defaulted)
         return card
@@ -231,6 +237,22 @@ def _label_scheme(target: Mapping[str, Any] | None, out_channels: int, where: st
     return scheme
 
 
+def _postprocessing(entry: Any, where: str) -> dict[str, Any] | None:
+    """The card's ``postprocessing`` entry, normalised: ``keep_largest`` a sorted list of targets,
+    ``min_component_vox`` target (str, as JSON keys are) -> voxels; None when absent."""
+    if entry is None:
+        return None
+    try:
+        keep = sorted({int(t) for t in entry.get("keep_largest") or ()})
+        small = {str(int(t)): int(n) for t, n in dict(entry.get("min_component_vox") or {}).items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ModelFileError(
+            f"{where}: postprocessing is {entry!r}; expected {{'keep_largest': [targets], "
+            "'min_component_vox': {target: voxels}}"
+        ) from None
+    return {"keep_largest": keep, "min_component_vox": small}
+
+
 def _payload(source: Any, path: str | os.PathLike | None) -> tuple[Mapping[str, Any], Path | None]:
     if isinstance(source, Mapping):
         return source, Path(path) if path is not None else None
@@ -318,6 +340,7 @@ def read_model_card(
                 f"{where}: training flip axes {list(mirror_axes)} do not fit a {dims}D model"
             )
     channel_names = tuple(str(n) for n in merged["channel_names"]) if merged.get("channel_names") else None
+    postprocessing = _postprocessing(merged.get("postprocessing"), where)
     version = payload.get("attnseg_version")
     return ModelCard(
         model_config=config,
@@ -326,6 +349,7 @@ def read_model_card(
         preprocess=preprocess,
         channel_names=channel_names,
         mirror_axes=mirror_axes,
+        postprocessing=postprocessing,
         version=str(version) if version is not None else None,
         sources=sources,
     )

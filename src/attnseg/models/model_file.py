@@ -74,6 +74,17 @@ def save_model(path: str | Path, model: nn.Module, extra: dict[str, Any] | None 
     return path
 
 
+def write_payload(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a payload ``read_model_file`` returned (e.g. with a card entry added) back atomically;
+    the weights and their checksum are written as they were read."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    with atomic_write(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+    return path
+
+
 def read_model_file(path: str | Path) -> dict[str, Any]:
     """Load and validate a model file's payload without building the model."""
     path = Path(path)

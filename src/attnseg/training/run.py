@@ -73,6 +73,19 @@ def _merge(base: dict, update: dict) -> dict:
 def select_split(dataset, config: RunConfig) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...]}`` for ``data.fold`` of the seeded k-fold split or of a file."""
     dc = config.data
+    if dc.split == "none":
+        _check_case_ids(dataset)
+        labelled = [c.case_id for c in dataset.cases if c.label is not None]
+        if not labelled:
+            raise DataError(f"{dataset.root}: no case has a label; training needs labelled cases")
+        return {"train": sorted(labelled), "val": []}
+    folds = dataset_folds(dataset, config)
+    if not 0 <= dc.fold < len(folds):
+        raise ConfigError(f"data.fold={dc.fold}; the split has folds 0..{len(folds) - 1}")
+    return folds[dc.fold]
+
+
+def _check_case_ids(dataset) -> None:
     counts = Counter(dataset.case_ids)
     repeated = sorted(c for c, n in counts.items() if n > 1)
     if repeated:
@@ -80,24 +93,33 @@ def select_split(dataset, config: RunConfig) -> dict[str, list[str]]:
             f"{dataset.root}: case id(s) {repeated[:5]} belong to more than one case (attnseg check lists "
             "their files); training needs unique case ids"
         )
+
+
+def dataset_folds(dataset, config: RunConfig) -> list[dict[str, list[str]]]:
+    """Every fold ``{"train": [...], "val": [...]}`` of ``data.split`` (the seeded, patient-grouped
+    k-fold split, or a splits file), labelled cases only."""
+    dc = config.data
+    _check_case_ids(dataset)
     labelled = [c.case_id for c in dataset.cases if c.label is not None]
     if not labelled:
         raise DataError(f"{dataset.root}: no case has a label; training needs labelled cases")
     if dc.split == "kfold":
         folds = make_dataset_splits(dataset, dc.folds, dc.split_seed)
     elif dc.split == "none":
-        return {"train": sorted(labelled), "val": []}
+        raise ConfigError("data.split=none has no folds; pass data.split=kfold or a splits file")
     else:
         folds = load_splits(dc.split)
-    if not 0 <= dc.fold < len(folds):
-        raise ConfigError(f"data.fold={dc.fold}; the split has folds 0..{len(folds) - 1}")
-    fold = folds[dc.fold]
     known = set(dataset.case_ids)
-    unknown = sorted((set(fold["train"]) | set(fold["val"])) - known)
-    if unknown:
-        raise DataError(f"split fold {dc.fold} names case(s) not in {dataset.root}: {unknown[:5]}")
     keep = set(labelled)
-    return {"train": [c for c in fold["train"] if c in keep], "val": [c for c in fold["val"] if c in keep]}
+    out = []
+    for k, fold in enumerate(folds):
+        unknown = sorted((set(fold["train"]) | set(fold["val"])) - known)
+        if unknown:
+            raise DataError(f"split fold {k} names case(s) not in {dataset.root}: {unknown[:5]}")
+        out.append(
+            {"train": [c for c in fold["train"] if c in keep], "val": [c for c in fold["val"] if c in keep]}
+        )
+    return out
 
 
 def load_cases(
