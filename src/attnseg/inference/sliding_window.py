@@ -530,8 +530,12 @@ def _blocks(
                     f"the predictor returned shape {tuple(logits.shape)} for a batch of shape "
                     f"{tuple(batch.shape)}; expected ({len(chunk)}, K, {', '.join(map(str, patch))})"
                 )
-            logits = logits.to("cpu")
-            classes = logits.shape[1]
+            # weighted once per window, so each piece is a plain addition; in place when the output is a
+            # plain dense float32 CPU tensor (a fresh network output), else into a copy
+            weighted = logits.to(device="cpu", dtype=torch.float32)
+            dense = weighted.is_contiguous() or weighted.is_contiguous(memory_format=memory_format)
+            weighted = weighted.mul_(weight) if dense else weighted * weight
+            classes = weighted.shape[1]
             for j, (n, *origin) in enumerate(chunk):
                 for key in schedule.touches[first + j]:
                     box = schedule.boxes[key]
@@ -545,9 +549,7 @@ def _blocks(
                     inside = [(max(lo, o), min(hi, o + p)) for (lo, hi), o, p in zip(box[1:], origin, patch)]
                     in_cell = tuple(slice(a - lo, b - lo) for (a, b), (lo, _) in zip(inside, box[1:]))
                     in_window = tuple(slice(a - o, b - o) for (a, b), o in zip(inside, origin))
-                    total[(n - box[0][0], slice(None), *in_cell)].addcmul_(
-                        logits[(j, slice(None), *in_window)], weight[in_window]
-                    )
+                    total[(n - box[0][0], slice(None), *in_cell)].add_(weighted[(j, slice(None), *in_window)])
                     if n == box[0][0]:  # the weight sum is the same for every image: count it once
                         weight_sum[in_cell] += weight[in_window]
         for j in range(first, first + len(chunk)):
