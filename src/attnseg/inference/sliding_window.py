@@ -1,4 +1,4 @@
-"""Sliding-window inference: pure window positions, a gaussian importance map, batched accumulation.
+"""Sliding-window inference: pure window positions, a gaussian importance map, accumulation in pieces.
 
 Conventions (stated once, used everywhere in this module):
 
@@ -14,6 +14,11 @@ Conventions (stated once, used everywhere in this module):
   given; MONAI clamps to ``1e-3``).
 - Logits are accumulated in float32 as ``sum(logits * w)`` and ``sum(w)`` and divided once at the end.
   When there is a single window the weight is 1, so the result equals a plain forward bit for bit.
+- Memory: windows run in ``itertools.product`` order (the first axis slowest) and a region's sums are
+  divided and handed out once its last window is done (:func:`sliding_window_blocks`), so only the
+  regions some later window still covers are alive; :func:`plan_accumulation` says how many bytes
+  that is for each way of splitting. MONAI keeps ``K x volume`` float32 (plus a count map) whatever
+  the split; the numbers are the same either way, as every voxel sums its windows in the same order.
 
 A *predictor* is any callable ``batch (B, C, *patch) -> logits (B, K, *patch)``: a torch module, or
 a wrapper around an onnxruntime session. Tuples/lists (deep supervision) yield their first item.
