@@ -161,7 +161,10 @@ def ct_child(contender: str, classes: int, volume_path: str, labels_path: str, b
         x = torch.from_numpy(normalize_zscore(image, nonzero=False))
         with torch.no_grad():
             logits = monai_swi(x[None], CT_PATCH, CT_BATCH, net, overlap=CT_OVERLAP, mode="gaussian")
-        labels = logits[0].argmax(0).to(torch.uint8).numpy()
+        # argmax in slabs into uint8: a whole-volume int64 argmax would add 8 bytes/voxel to MONAI's peak
+        labels = np.empty(logits.shape[2:], dtype=np.uint8)
+        for i in range(0, labels.shape[0], 32):
+            labels[i : i + 32] = logits[0, :, i : i + 32].argmax(0).numpy()
         del logits
     seconds = time.perf_counter() - start
     np.save(labels_path, labels)
