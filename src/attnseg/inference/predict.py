@@ -397,7 +397,7 @@ def predict_case(
     masks = (
         np.zeros((len(scheme.regions), *cropped_spatial), dtype=bool) if scheme.kind == "regions" else None
     )
-    for piece, logits in pieces:
+    for piece, logits in (part for whole in pieces for part in _thin_slabs(*whole)):
         if masks is not None:
             masks[(slice(None), *piece)] = scheme.region_masks(logits, threshold=options.threshold)
         else:
@@ -419,6 +419,20 @@ def predict_case(
             labels, keep_largest=options.keep_largest, min_voxels=options.min_component_vox
         )
     return CasePrediction(labels, probabilities, time.perf_counter() - start, plan)
+
+
+def _thin_slabs(
+    piece: tuple[slice, ...], logits: torch.Tensor, voxels: int = 1 << 21
+) -> Iterable[tuple[tuple[slice, ...], torch.Tensor]]:
+    """A piece cut along its first axis into slabs of at most ``voxels`` voxels (at least one row), so
+    decoding's temporaries (an int64 argmax: 8 bytes per voxel) stay small whatever the piece."""
+    rows = piece[0].stop - piece[0].start
+    per_row = int(np.prod([s.stop - s.start for s in piece[1:]], dtype=np.int64))
+    step = max(1, voxels // max(per_row, 1))
+    for first in range(0, rows, step):
+        last = min(first + step, rows)
+        region = (slice(piece[0].start + first, piece[0].start + last), *piece[1:])
+        yield region, logits[:, first:last]
 
 
 def _accumulator_budget(
