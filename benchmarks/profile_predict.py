@@ -18,11 +18,11 @@ import sys
 import time
 
 import torch
-from bench_inference import load_real_case
 
 from attnseg.config import PreprocessConfig
 from attnseg.inference.predict import InferenceSettings, LoadedModel, PredictOptions, predict_case
 from attnseg.models import AttentionUNet
+from bench_inference import load_real_case
 
 
 def main() -> None:
