@@ -17,7 +17,17 @@ sliding window (float32) as the reference. Rows (``--rows``):
   predicts inside the brain's bounding box only (nnU-Net's crop; everything outside is background
   by construction), float32 and bf16.
 
-Every row reports the median of ``--repeats`` runs; the runs of a row alternate between the contenders
+- ``ct``: a CT-sized volume, 1 x 512 x 512 x 400 (a real BraTS FLAIR stretched to that size, the
+  phantom when the data is absent) with K = 2, 16 and 64 output classes (``--ct-classes``), one
+  fresh subprocess per contender and K reporting seconds (raw volume to label map: z-score, windows,
+  argmax) and its peak RSS (``ru_maxrss`` of the child), ours (``predict_case``, whole volume, no
+  crop, ``--ct-max-memory-gb`` as its budget) vs MONAI's ``sliding_window_inference`` + argmax on
+  the same network. The network is a small one so a row takes a minute or two on 2 threads:
+  ``Conv3d(1, 4, 3) -> ReLU -> Conv3d(4, K, 1)``, 64^3 windows, overlap 0.25, batch 2. MONAI keeps
+  a ``K x volume`` float32 output and a count map: when that exceeds the available memory the row
+  says "does not fit" without running it; a child that fails is reported with its exit status.
+
+Every row reports the median of ``--repeats`` runs (the ``ct`` rows: one run each); the runs of a row alternate between the contenders
 (this machine is shared and noisy). Quality is reported next to speed: largest logit difference and
 argmax agreement of bf16 vs float32 (same weights, same windows). The networks are untrained (random
 weights, near-tied logits), so these numbers bound the precision effect only; the box changes where
@@ -29,13 +39,23 @@ Commands (quoted in the closing notes)::
     python benchmarks/bench_inference.py                          # all rows, the issue's setting
     python benchmarks/bench_inference.py --rows case --repeats 1  # the real-case row only
     python benchmarks/bench_inference.py --quick                  # (4, 128, 128, 96) random volume
+    python benchmarks/bench_inference.py --rows ct                # the CT-sized rows only
+
+Utilisation: next to each ratio, the GFLOP of one window (torch's FLOP counter) and the achieved
+GFLOP/s of each contender (windows x GFLOP / seconds) as a share of a 4096^2 matmul's rate measured
+in the same process (fp32; bf16 rows against the bf16 matmul), as ``inference_utilisation.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -81,6 +101,159 @@ def load_real_case() -> tuple[np.ndarray, str]:
     return case.image, "phantom case (shared data absent)"
 
 
+# --- the CT-sized rows: one fresh process per contender and class count ---------------------------------
+CT_PATCH = (64, 64, 64)
+CT_OVERLAP = 0.25
+CT_BATCH = 2
+
+
+def ct_network(classes: int) -> torch.nn.Module:
+    """The CT rows' network (seeded: every child builds the same weights)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(4, classes, 1)
+    ).eval()
+
+
+def ct_volume(shape: tuple[int, int, int], path: Path) -> str:
+    """A real case's FLAIR stretched to ``shape`` (trilinear), saved as float32 ``(1, *shape)`` .npy."""
+    image, what = load_real_case()
+    flair = torch.from_numpy(np.ascontiguousarray(image[:1]))[None]
+    stretched = torch.nn.functional.interpolate(flair, size=shape, mode="trilinear", align_corners=False)
+    np.save(path, stretched[0].numpy().astype(np.float32))
+    return f"{what}, FLAIR stretched to {shape}"
+
+
+def rss_gb() -> float:
+    """Peak RSS of this process's own address space, GB: ``VmHWM``. (``ru_maxrss`` of a child started
+    with fork/vfork + exec starts at the parent's RSS on Linux, so it would report the benchmark's
+    parent; it is the fallback where /proc is absent.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
+
+
+def ct_child(contender: str, classes: int, volume_path: str, labels_path: str, budget: float | None) -> None:
+    """Run one CT row in this (fresh) process; print one JSON line."""
+    from monai.inferers import sliding_window_inference as monai_swi
+
+    from attnseg.config import PreprocessConfig
+    from attnseg.inference.predict import InferenceSettings, LoadedModel, PredictOptions, predict_case
+    from attnseg.transforms import normalize_zscore
+
+    net = ct_network(classes)
+    image = np.load(volume_path)
+    before = rss_gb()
+    plan = ""
+    start = time.perf_counter()
+    if contender == "ours":
+        settings = InferenceSettings(3, 1, classes, CT_PATCH, PreprocessConfig(normalization="zscore"))
+        options = PredictOptions(
+            overlap=CT_OVERLAP, batch_size=CT_BATCH, crop_nonzero=False, max_memory_gb=budget
+        )
+        result = predict_case(LoadedModel(net, settings), image, (1.0, 1.0, 1.0), options)
+        labels, plan = result.labels, result.plan or ""
+    else:
+        x = torch.from_numpy(normalize_zscore(image, nonzero=False))
+        with torch.no_grad():
+            logits = monai_swi(x[None], CT_PATCH, CT_BATCH, net, overlap=CT_OVERLAP, mode="gaussian")
+        # argmax in slabs into uint8: a whole-volume int64 argmax would add 8 bytes/voxel to MONAI's peak
+        labels = np.empty(logits.shape[2:], dtype=np.uint8)
+        for i in range(0, labels.shape[0], 32):
+            labels[i : i + 32] = logits[0, :, i : i + 32].argmax(0).numpy()
+        del logits
+    seconds = time.perf_counter() - start
+    np.save(labels_path, labels)
+    print(
+        "CT-RESULT " + json.dumps({"seconds": seconds, "rss_gb": rss_gb(), "before_gb": before, "plan": plan})
+    )
+
+
+def available_gb() -> float:
+    from attnseg.devices import available_memory_bytes
+
+    available = available_memory_bytes()
+    return available / 1e9 if available else float("inf")
+
+
+def ct_rows(args, threads: int) -> list[tuple]:
+    """Rows ``(name, monai, ours, note)`` where a time is seconds or a string saying why there is none."""
+    from attnseg.inference import window_positions
+    from inference_utilisation import forward_gflop
+
+    rows = []
+    shape = tuple(args.ct_shape)
+    n_windows = len(list(itertools.product(*window_positions(shape, CT_PATCH, CT_OVERLAP))))
+    with tempfile.TemporaryDirectory(prefix="bench-ct-") as tmp:
+        volume_path = Path(tmp) / "volume.npy"
+        what = ct_volume(shape, volume_path)
+        voxels = int(np.prod(shape))
+        print(
+            f"ct rows: {what}; network Conv3d(1,4,3)-ReLU-Conv3d(4,K,1), window {CT_PATCH}, overlap "
+            f"{CT_OVERLAP}, {n_windows} windows, batch {CT_BATCH}, {threads} threads, one fresh process per "
+            f"cell; ours' budget --max-memory-gb {args.ct_max_memory_gb}"
+        )
+        for classes in args.ct_classes:
+            window_gflop = forward_gflop(ct_network(classes), torch.zeros(1, 1, *CT_PATCH))
+            results: dict = {}
+            for contender in ("monai", "ours"):
+                need = (classes + 1) * voxels * 4 / 1e9  # MONAI: K x volume output + count map, float32
+                free = available_gb()
+                if contender == "monai" and need > 0.9 * free:
+                    results[contender] = (
+                        f"does not fit: its output + count buffers need {need:.1f} GB, {free:.1f} GB available"
+                    )
+                    continue
+                labels_path = Path(tmp) / f"{contender}-{classes}.npy"
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--ct-child",
+                    contender,
+                    "--ct-classes",
+                    str(classes),
+                    "--ct-volume",
+                    str(volume_path),
+                    "--ct-labels",
+                    str(labels_path),
+                    "--threads",
+                    str(threads),
+                ]
+                if args.ct_max_memory_gb is not None:
+                    command += ["--ct-max-memory-gb", str(args.ct_max_memory_gb)]
+                done = subprocess.run(command, capture_output=True, text=True, timeout=args.ct_timeout)
+                lines = [line for line in done.stdout.splitlines() if line.startswith("CT-RESULT ")]
+                if done.returncode != 0 or not lines:
+                    tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                    results[contender] = f"failed (exit status {done.returncode}): {tail}"
+                    continue
+                results[contender] = json.loads(lines[0][len("CT-RESULT ") :])
+                results[contender]["labels"] = labels_path
+            notes = []
+            for contender in ("monai", "ours"):
+                r = results[contender]
+                if isinstance(r, dict):
+                    rate = n_windows * window_gflop / r["seconds"]
+                    notes.append(
+                        f"{contender}: peak RSS {r['rss_gb']:.2f} GB (volume loaded: {r['before_gb']:.2f} GB), "
+                        f"{rate:.1f} GFLOP/s"
+                    )
+            if all(isinstance(r, dict) for r in results.values()):
+                same = np.mean(np.load(results["monai"]["labels"]) == np.load(results["ours"]["labels"]))
+                notes.append(f"label agreement ours vs MONAI {100 * same:.3f}%")
+            if isinstance(results["ours"], dict) and results["ours"]["plan"]:
+                notes.append(f"ours {results['ours']['plan']}")
+            notes.append(f"window {window_gflop:.3f} GFLOP")
+            cell = {c: (r["seconds"] if isinstance(r, dict) else r) for c, r in results.items()}
+            name = f"CT {'x'.join(map(str, shape))}, K = {classes}"
+            rows.append((name, cell["monai"], cell["ours"], "; ".join(notes)))
+    return rows
+
+
 def main() -> None:
     from monai.inferers import sliding_window_inference as monai_swi
     from monai.networks.nets import AttentionUnet as MonaiAttentionUnet
@@ -96,6 +269,7 @@ def main() -> None:
     )
     from attnseg.models import AttentionUNet
     from attnseg.transforms import normalize_zscore
+    from inference_utilisation import forward_gflop, matmul_rates
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs="+", default=[4, 240, 240, 155], help="C X Y Z")
@@ -110,10 +284,26 @@ def main() -> None:
     parser.add_argument(
         "--rows",
         nargs="+",
-        default=["overhead", "end", "case"],
-        choices=["overhead", "same", "end", "case"],
+        default=["overhead", "end", "case", "ct"],
+        choices=["overhead", "same", "end", "case", "ct"],
     )
+    parser.add_argument("--ct-shape", type=int, nargs=3, default=[512, 512, 400], help="the ct rows' volume")
+    parser.add_argument("--ct-classes", type=int, nargs="+", default=[2, 16, 64])
+    parser.add_argument(
+        "--ct-max-memory-gb",
+        type=float,
+        default=None,
+        help="ours' budget in the ct rows (default: the machine's)",
+    )
+    parser.add_argument("--ct-timeout", type=float, default=600, help="seconds one ct child may take")
+    parser.add_argument("--ct-child", choices=["ours", "monai"], help=argparse.SUPPRESS)
+    parser.add_argument("--ct-volume", help=argparse.SUPPRESS)
+    parser.add_argument("--ct-labels", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ct_child:
+        torch.set_num_threads(args.threads)
+        ct_child(args.ct_child, args.ct_classes[0], args.ct_volume, args.ct_labels, args.ct_max_memory_gb)
+        return
     if args.quick:
         args.shape = [4, 128, 128, 96]
     torch.set_num_threads(args.threads)
@@ -135,6 +325,24 @@ def main() -> None:
     n_params = (sum(p.numel() for p in monai_net.parameters()), sum(p.numel() for p in ours_net.parameters()))
     print(f"parameters: MONAI AttentionUnet {n_params[0]:,}, attnseg AttentionUNet {n_params[1]:,}")
     rows = []
+    networked = {"same", "end", "case"} & set(args.rows)
+    if networked:
+        peak32, peak16 = matmul_rates()
+        one = torch.zeros(1, channels, *patch)
+        g_ours, g_monai = forward_gflop(ours_net, one), forward_gflop(monai_net, one)
+        print(
+            f"one window: ours {g_ours:.1f} GFLOP, MONAI {g_monai:.1f} GFLOP; matmul 4096^2: fp32 {peak32:.0f} "
+            f"GFLOP/s, bf16 {peak16:.0f} GFLOP/s ({args.threads} threads)"
+        )
+
+    def utilisation(work_monai: float, t_monai: float, work_ours: float, t_ours: float, bf16=False) -> str:
+        """Achieved GFLOP/s (GFLOP done / seconds) as a share of the matmul rate."""
+        peak = peak16 if bf16 else peak32
+        a, b = work_monai / t_monai, work_ours / t_ours
+        return (
+            f"GFLOP/s MONAI {a:.0f} ({a / peak32:.0%} of fp32 matmul), ours {b:.0f} "
+            f"({b / peak:.0%} of {'bf16' if bf16 else 'fp32'} matmul)"
+        )
 
     def monai_run(net, x=volume):
         with torch.no_grad():
@@ -156,6 +364,7 @@ def main() -> None:
             {"monai": lambda: monai_run(ours_net), "ours": lambda: ours_run(ours_net)}, args.repeats
         )
         note = "MONAI's vs our window placement: " + agreement(r["monai"][1], r["ours"][1])
+        note += "; " + utilisation(n_windows * g_ours, r["monai"][0], n_windows * g_ours, r["ours"][0])
         rows.append(("same model (ours), float32", r["monai"][0], r["ours"][0], note))
 
     if "end" in args.rows:
@@ -167,8 +376,12 @@ def main() -> None:
             },
             args.repeats,
         )
-        rows.append(("random volume: ours float32", r["monai"][0], r["fp32"][0], ""))
+        work = (n_windows * g_monai, r["monai"][0], n_windows * g_ours)
+        rows.append(
+            ("random volume: ours float32", r["monai"][0], r["fp32"][0], utilisation(*work, r["fp32"][0]))
+        )
         note = "bf16 vs float32: " + agreement(r["fp32"][1], r["bf16"][1])
+        note += "; " + utilisation(*work, r["bf16"][0], bf16=True)
         rows.append(("random volume: ours bf16", r["monai"][0], r["bf16"][0], note))
 
     if "case" in args.rows:
@@ -198,13 +411,26 @@ def main() -> None:
             },
             args.repeats,
         )
-        rows.append(("real case: ours float32 + box", r["monai"][0], r["fp32"][0], ""))
+        work = (n_full * g_monai, r["monai"][0], n_box * g_ours)
+        rows.append(
+            ("real case: ours float32 + box", r["monai"][0], r["fp32"][0], utilisation(*work, r["fp32"][0]))
+        )
         note = "bf16 vs float32 (probabilities): " + agreement(r["fp32"][1], r["bf16"][1])
+        note += "; " + utilisation(*work, r["bf16"][0], bf16=True)
         rows.append(("real case: ours bf16 + box", r["monai"][0], r["bf16"][0], note))
 
-    print(f"\n{'row':<34} {'MONAI s':>9} {'ours s':>9} {'speed-up':>9}  quality")
+    if "ct" in args.rows:
+        rows += ct_rows(args, args.threads)
+
+    print(f"\n{'row':<34} {'MONAI s':>9} {'ours s':>9} {'speed-up':>9}  quality, memory, utilisation")
     for name, t_monai, t_ours, note in rows:
-        print(f"{name:<34} {t_monai:9.2f} {t_ours:9.2f} {t_monai / t_ours:8.2f}x  {note}")
+        timed = isinstance(t_monai, float) and isinstance(t_ours, float)
+        cells = [f"{t:9.2f}" if isinstance(t, float) else f"{'-':>9}" for t in (t_monai, t_ours)]
+        ratio = f"{t_monai / t_ours:8.2f}x" if timed else f"{'-':>9}"
+        why = "; ".join(
+            f"{who}: {t}" for who, t in (("MONAI", t_monai), ("ours", t_ours)) if isinstance(t, str)
+        )
+        print(f"{name:<34} {cells[0]} {cells[1]} {ratio}  " + "; ".join(x for x in (why, note) if x))
 
 
 if __name__ == "__main__":

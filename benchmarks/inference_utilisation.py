@@ -23,6 +23,21 @@ def median_time(fn, repeats: int = 3) -> float:
     return sorted(times)[repeats // 2]
 
 
+def forward_gflop(model, x) -> float:
+    """GFLOP of one forward pass of ``model`` on ``x`` (torch's FLOP counter: convolutions, matmuls)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return float(counter.get_total_flops()) / 1e9
+
+
+def matmul_rates(n: int = 4096) -> tuple[float, float]:
+    """GFLOP/s of a large ``n x n`` matmul, fp32 and bf16, with the threads torch has now."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    peak32 = 2 * n**3 / median_time(lambda: a @ b) / 1e9
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    return peak32, 2 * n**3 / median_time(lambda: a16 @ b16) / 1e9
+
+
 def main() -> int:
     from monai.networks.nets import AttentionUnet
 
@@ -35,16 +50,8 @@ def main() -> int:
         spatial_dims=3, in_channels=4, out_channels=3, channels=(16, 32, 64, 128), strides=(2, 2, 2)
     ).eval()
 
-    def flops(model) -> float:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-        return float(counter.get_total_flops())
-
-    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
-    peak32 = 2 * 4096**3 / median_time(lambda: a @ b) / 1e9
-    a16, b16 = a.bfloat16(), b.bfloat16()
-    peak16 = 2 * 4096**3 / median_time(lambda: a16 @ b16) / 1e9
-    f_ours, f_monai = flops(ours), flops(monai)
+    peak32, peak16 = matmul_rates()
+    f_ours, f_monai = forward_gflop(ours, x) * 1e9, forward_gflop(monai, x) * 1e9
 
     def ours_bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -378,6 +378,13 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels-last memory layout (CPU speed)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--max-memory-gb",
+        type=float,
+        default=None,
+        help="memory budget of one case; the sliding window's accumulators are split to fit "
+        "(default: the memory the machine has available); the plan is printed per case",
+    )
     p.add_argument("--slice-axis", type=int, default=None, help="2D model on 3D data: slice axis (default 2)")
     p.add_argument("--threshold", type=float, default=0.5, help="region probability threshold (default 0.5)")
     p.add_argument("--keep-largest", action="store_true", help="keep the largest component per class/region")
@@ -412,6 +419,7 @@ def _predict_run(args: argparse.Namespace) -> int:
         min_component_vox=args.min_component_vox,
         patch_size=args.patch_size,
         card_postprocessing=not args.no_postprocessing,
+        max_memory_gb=args.max_memory_gb,
     )
     report = predict_folder(
         args.model if len(args.model) > 1 else args.model[0],

@@ -374,6 +374,26 @@ def test_predict_cli_writes_one_file_per_case_with_the_input_affine(
     assert sorted(os.listdir(input_folder)) == ["a.nii.gz", "b.nii.gz"]  # nothing written into the input
 
 
+def test_predict_cli_memory_budget_changes_the_plan_not_the_labels(
+    tmp_path, model_file, input_folder, capsys
+):
+    roomy, tight = tmp_path / "roomy", tmp_path / "tight"
+    assert main(["predict", str(model_file), str(input_folder), str(roomy), "--quiet"]) == 0
+    assert "accumulating whole volume at once" in capsys.readouterr().err
+    assert (
+        main(
+            ["predict", str(model_file), str(input_folder), str(tight), "--quiet", "--max-memory-gb", "1e-9"]
+        )
+        == 0
+    )
+    said = capsys.readouterr().err
+    assert "a: accumulating cells split along axis 0, axis 1, axis 2" in said and "OVER budget" in said
+    for name in ("a", "b"):
+        np.testing.assert_array_equal(
+            load_label(tight / f"{name}.nii.gz")[0], load_label(roomy / f"{name}.nii.gz")[0]
+        )
+
+
 def test_predict_cli_skips_existing_and_overwrites_on_request(tmp_path, model_file, input_folder, capsys):
     out = tmp_path / "pred"
     assert main(["predict", str(model_file), str(input_folder), str(out), "--quiet"]) == 0

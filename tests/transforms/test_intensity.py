@@ -73,3 +73,27 @@ def test_noise_is_replayable_from_its_seed():
 def test_params_round_trip():
     p = IntensityParams(gamma=(0.8, 1.2), scale=None, shift=(0.1, 0.0), noise_std=0.05, noise_seed=3)
     assert IntensityParams.from_dict(p.to_dict()) == p
+
+
+def test_zscore_std_in_chunks_equals_numpy_and_needs_no_float64_copy():
+    from attnseg.transforms.intensity import _std_float64
+
+    rng = np.random.default_rng(7)
+    values = (rng.standard_normal(10_001) * 3.0 + 50.0).astype(np.float32)
+    mean = float(values.mean(dtype=np.float64))
+    expected = float(values.std(dtype=np.float64))
+    for chunk in (1, 64, 1000, 1 << 22):  # the chunking changes only the order of float64 sums
+        assert abs(_std_float64(values, mean, chunk=chunk) - expected) <= 1e-12 * expected
+    assert _std_float64(np.zeros(0, np.float32), 0.0) == 0.0
+    # the whole-volume branch (no mask) normalises in place into the output: same float32 numbers
+    image = values[:10_000].reshape(1, 100, 100)
+    out = normalize_zscore(image, nonzero=False)
+    np.testing.assert_array_equal(out[0], (image[0] - mean_of(image)) * np.float32(1.0 / std_of(image)))
+
+
+def mean_of(image):
+    return float(image.mean(dtype=np.float64))
+
+
+def std_of(image):
+    return float(image.std(dtype=np.float64))

@@ -19,15 +19,19 @@ from attnseg.inference.predict import (
     read_settings,
 )
 from attnseg.inference.sliding_window import (
+    AccumulationPlan,
     Predictor,
     axis_starts,
     flip_sets,
     gaussian_importance_map,
+    plan_accumulation,
+    sliding_window_blocks,
     sliding_window_inference,
     window_positions,
 )
 
 __all__ = [
+    "AccumulationPlan",
     "CasePrediction",
     "InferenceSettings",
     "LoadedModel",
@@ -40,12 +44,14 @@ __all__ = [
     "gaussian_importance_map",
     "keep_largest_component",
     "load_for_inference",
+    "plan_accumulation",
     "postprocess_components",
     "predict_case",
     "predict_folder",
     "probabilities_from_logits",
     "read_settings",
     "remove_small_components",
+    "sliding_window_blocks",
     "sliding_window_inference",
     "window_positions",
 ]

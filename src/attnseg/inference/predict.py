@@ -13,8 +13,18 @@ share; its docstring lists the sources and their precedence): patch size, prepro
 scheme, channel names, training flips. A ``.pt`` file and the ``.onnx`` exported from it give the
 same settings.
 
+Memory: the sliding window hands out its logits piece by piece as soon as no later window covers
+them (``sliding_window_blocks``), split as coarsely as ``max_memory_gb`` (default: what the machine
+has available) allows, less the image, its preprocessed copy and the label map; each piece is
+decoded into the label map at once, so ``K`` full-volume float32 maps are never held (unless the
+budget allows it, or the image was resampled for the network: then the logits are resampled back
+as a whole). The plan chosen is logged per case.
+
 Outputs: ``OUT/<case_id>.nii.gz`` (3D inputs; ``.png`` for 2D image inputs) and, with
-``save_probabilities``, ``OUT/probabilities/<case_id>.nii.gz`` (float32, channels last on disk).
+``save_probabilities``, ``OUT/probabilities/<case_id>.nii.gz`` (float32, channels last on disk). The
+probabilities are filled piece by piece into one ``(K, *spatial)`` float32 array held in memory and
+written at the end of the case (gzip NIfTI stores the class axis slowest, so it cannot be streamed by
+spatial slab): ``--save-probabilities`` costs ``K x volume x 4`` bytes.
 A DICOM series (a folder of series, or one file of a series) is read by
 ``attnseg.io.dicom_series`` and predicted on its own grid; ``output_format`` chooses NIfTI, DICOM
 SEG (``OUT/<case_id>.seg.dcm``, BINARY; FRACTIONAL probabilities in ``OUT/probabilities/``,
@@ -54,7 +64,7 @@ from attnseg.datasets.base import (
 from attnseg.datasets.brats import naming_of
 from attnseg.datasets.dicom import discover_dicom_file, is_dicom_case, load_dicom_case
 from attnseg.datasets.label_scheme import ATTNSEG_PAINT_RULE, LabelScheme
-from attnseg.devices import auto_device_type
+from attnseg.devices import auto_device_type, available_memory_bytes
 from attnseg.errors import ConfigError, DataError
 from attnseg.export.runtime import OnnxPredictor
 from attnseg.inference.postprocess import (
@@ -62,7 +72,12 @@ from attnseg.inference.postprocess import (
     probabilities_from_logits,
     rules_from_card,
 )
-from attnseg.inference.sliding_window import Predictor, sliding_window_inference
+from attnseg.inference.sliding_window import (
+    Predictor,
+    plan_accumulation,
+    sliding_window_blocks,
+    sliding_window_inference,
+)
 from attnseg.io.atomic import output_error
 from attnseg.io.dicom_seg import write_seg
 from attnseg.io.dicom_series import is_dicom_file
@@ -283,6 +298,9 @@ class PredictOptions:
     patch_size: Sequence[int] | None = None
     crop_nonzero: bool | None = None
     card_postprocessing: bool = True
+    # memory budget of one prediction in GB (None: what the machine has available); the sliding
+    # window splits its accumulators as coarsely as fits (``attnseg.inference.plan_accumulation``)
+    max_memory_gb: float | None = None
 
 
 @dataclass
@@ -292,6 +310,8 @@ class CasePrediction:
     labels: np.ndarray
     probabilities: np.ndarray | None
     seconds: float
+    # how the sliding window accumulated (``AccumulationPlan.describe``), None when it did not run
+    plan: str | None = None
 
 
 def _resize(logits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -410,41 +430,110 @@ def predict_case(
     patch = tuple(options.patch_size) if options.patch_size else s.patch_size
     if options.autocast and model.device.type == "mps":
         raise ConfigError("--bf16 on mps is not supported by attnseg yet (untested); drop --bf16")
-    logits = sliding_window_inference(
-        work,
-        model.predictor,
-        patch,
-        options.overlap,
-        options.batch_size,
-        "gaussian",
-        tta_axes(options.tta, s),
+    window = dict(
         slice_axis=slice_axis,
         autocast=options.autocast,
         device=model.device,
         channels_last=options.channels_last,
     )
-    if tuple(logits.shape[1:]) != tuple(cropped.shape[1:]):
-        logits = _resize(logits, cropped.shape[1:])
+    overlap, batch_size, tta = options.overlap, options.batch_size, tta_axes(options.tta, s)
+    cropped_spatial = tuple(cropped.shape[1:])
+    labels = np.full(spatial, scheme.background, dtype=scheme.label_dtype)
+    probabilities = _background_probabilities(s, spatial) if with_probabilities else None
+    if tuple(work.shape[1:]) != cropped_spatial:
+        # resampled for the network: the logits are resampled back to the file's grid as a whole
+        logits = sliding_window_inference(
+            work, model.predictor, patch, overlap, batch_size, "gaussian", tta, **window
+        )
+        logits = _resize(logits, cropped_spatial)
+        pieces: Iterable = [(tuple(slice(0, n) for n in cropped_spatial), logits)]
+        plan = "accumulating the whole volume (resampled to the training spacing, then back)"
+    else:
+        budget = _accumulator_budget(options, image, work, patch, s, scheme, with_probabilities)
+        chosen = plan_accumulation(
+            cropped_spatial,
+            patch,
+            overlap,
+            classes=s.out_channels,
+            batch_size=batch_size,
+            slice_axis=slice_axis,
+            budget_bytes=budget,
+        )
+        pieces = sliding_window_blocks(
+            work, model.predictor, patch, overlap, batch_size, "gaussian", tta, levels=chosen.levels, **window
+        )
+        plan = chosen.describe()
 
     keep_largest, min_voxels = component_rules(options, s)
-    if scheme.kind == "regions":
-        masks = scheme.region_masks(logits, threshold=options.threshold)
+    inside = labels[region]  # a view: pieces are written in place
+    masks = (
+        np.zeros((len(scheme.regions), *cropped_spatial), dtype=bool) if scheme.kind == "regions" else None
+    )
+    for piece, logits in (part for whole in pieces for part in _thin_slabs(*whole)):
+        if masks is not None:
+            masks[(slice(None), *piece)] = scheme.region_masks(logits, threshold=options.threshold)
+        else:
+            inside[piece] = scheme.decode(logits)
+        if probabilities is not None:
+            where = tuple(slice(r.start + p.start, r.start + p.stop) for r, p in zip(region, piece))
+            probabilities[(slice(None), *where)] = probabilities_from_logits(logits, scheme.activation)
+    if masks is not None:
         if keep_largest is not False or min_voxels:
             masks = postprocess_components(
                 masks, keep_largest=keep_largest, min_voxels=min_voxels, channels_first=True
             )
-        part = scheme.paint(masks)
-    else:
-        part = scheme.decode(logits)
-    labels = np.full(spatial, scheme.background, dtype=part.dtype)
-    labels[region] = part
+        inside[...] = scheme.paint(masks)
     if scheme.kind == "labels" and (keep_largest is not False or min_voxels):
         labels = postprocess_components(labels, keep_largest=keep_largest, min_voxels=min_voxels)
-    probabilities = None
-    if with_probabilities:
-        probabilities = _background_probabilities(s, spatial)
-        probabilities[(slice(None), *region)] = probabilities_from_logits(logits, scheme.activation)
-    return CasePrediction(labels, probabilities, time.perf_counter() - start)
+    return CasePrediction(labels, probabilities, time.perf_counter() - start, plan)
+
+
+def _thin_slabs(
+    piece: tuple[slice, ...], logits: torch.Tensor, voxels: int = 1 << 21
+) -> Iterable[tuple[tuple[slice, ...], torch.Tensor]]:
+    """A piece cut along its first axis into slabs of at most ``voxels`` voxels (at least one row), so
+    decoding's temporaries (an int64 argmax: 8 bytes per voxel) stay small whatever the piece."""
+    rows = piece[0].stop - piece[0].start
+    per_row = int(np.prod([s.stop - s.start for s in piece[1:]], dtype=np.int64))
+    step = max(1, voxels // max(per_row, 1))
+    for first in range(0, rows, step):
+        last = min(first + step, rows)
+        region = (slice(piece[0].start + first, piece[0].start + last), *piece[1:])
+        yield region, logits[:, first:last]
+
+
+def _accumulator_budget(
+    options: PredictOptions,
+    image: np.ndarray,
+    work: np.ndarray,
+    patch: Sequence[int],
+    settings: InferenceSettings,
+    scheme: LabelScheme,
+    with_probabilities: bool,
+) -> int | None:
+    """Bytes left for the sliding window's accumulators: the budget (``max_memory_gb``, else what the
+    machine has available) less the arrays a prediction holds anyway: the image and its preprocessed
+    copy, the label map (and region masks), the probabilities when they are kept, and a batch of
+    windows in and out (twice, for the copy on the CPU)."""
+    if options.max_memory_gb is not None:
+        if options.max_memory_gb <= 0:
+            raise ConfigError(f"max_memory_gb={options.max_memory_gb}: pass a positive number of GB")
+        total = int(options.max_memory_gb * 1e9)
+    else:
+        total = available_memory_bytes()
+        if total is None:
+            return None
+    voxels = int(np.prod(image.shape[1:]))
+    window = int(np.prod(patch)) * options.batch_size * 4
+    fixed = (
+        image.nbytes
+        + work.nbytes
+        + voxels * np.dtype(scheme.label_dtype).itemsize
+        + (voxels * len(scheme.regions) if scheme.kind == "regions" else 0)
+        + (voxels * settings.out_channels * 4 if with_probabilities else 0)
+        + window * (settings.in_channels + 2 * settings.out_channels)
+    )
+    return max(total - fixed, 0)
 
 
 # --- finding the cases of an input ----------------------------------------------------------------------
@@ -736,6 +825,7 @@ def predict_folder(
     iterator: Iterable = cases
     if progress:
         iterator = progress_lines(cases, desc="predict", unit="case")
+    last_plan = None  # the accumulation plan is said when it changes from case to case
     for case in iterator:
         label_path, prob_path = output_paths(out, case.case_id, dataset.spatial_dims)
         try:
@@ -769,6 +859,9 @@ def predict_folder(
             if log:
                 log(f"failed: {case.case_id}: {exc}")
             continue
+        if log and prediction.plan and prediction.plan != last_plan:
+            log(f"{case.case_id}: {prediction.plan}")
+            last_plan = prediction.plan
         out.mkdir(parents=True, exist_ok=True)
         if case_format in ("dicom-seg", "both"):
             try:
