@@ -629,11 +629,16 @@ def evaluate_folders(
         )
     result = EvaluationResult(per_case=per_case, summary=summary, missing_predictions=missing, notes=notes)
     if out_dir is not None:
-        result.csv_path = out_dir / "metrics_per_case.csv"
-        result.json_path = out_dir / "summary.json"
-        atomic_write_text(result.csv_path, per_case_csv(per_case))
-        atomic_write_text(result.json_path, json.dumps(summary, indent=2) + "\n")
+        write_result(result, out_dir)
     return result
+
+
+def write_result(result: EvaluationResult, out_dir: Path) -> None:
+    """Write ``metrics_per_case.csv`` and ``summary.json`` of ``result`` into ``out_dir`` (atomically)."""
+    result.csv_path = out_dir / "metrics_per_case.csv"
+    result.json_path = out_dir / "summary.json"
+    atomic_write_text(result.csv_path, per_case_csv(result.per_case))
+    atomic_write_text(result.json_path, json.dumps(result.summary, indent=2) + "\n")
 
 
 def _size_bins(edges_mm: Sequence[float]) -> tuple[float, ...]:

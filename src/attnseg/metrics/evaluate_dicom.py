@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,7 +29,6 @@ import numpy as np
 
 from attnseg.datasets.dicom import discover_dicom
 from attnseg.errors import ConfigError, DataError
-from attnseg.io.atomic import atomic_write_text
 from attnseg.io.dicom_seg import SegmentMasks, read_seg, seg_series_uids
 from attnseg.io.dicom_series import find_series, has_dicom, read_header, read_series
 from attnseg.io.nifti import AFFINE_ATOL, load_label
@@ -39,8 +37,8 @@ from attnseg.metrics.evaluate import (
     EvaluationResult,
     evaluate_case,
     find_label_files,
-    per_case_csv,
     summarize,
+    write_result,
 )
 from attnseg.metrics.surface_dice import DEFAULT_NSD_TOLERANCES_MM, check_tolerances
 
@@ -191,8 +189,5 @@ def evaluate_dicom_folders(
     summary = summarize(per_case, settings=settings, missing_predictions=missing)
     result = EvaluationResult(per_case=per_case, summary=summary, missing_predictions=missing, notes=notes)
     if out_dir is not None:
-        result.csv_path = out_dir / "metrics_per_case.csv"
-        result.json_path = out_dir / "summary.json"
-        atomic_write_text(result.csv_path, per_case_csv(per_case))
-        atomic_write_text(result.json_path, json.dumps(summary, indent=2) + "\n")
+        write_result(result, out_dir)
     return result
