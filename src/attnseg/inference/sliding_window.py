@@ -165,27 +165,25 @@ def sliding_window_inference(
             the module's weights should be converted too).
         progress: show a tqdm bar over window batches.
     """
-    images, patch = _images(volume, patch_size, slice_axis, batch_size)
-    # one cell: the whole volume, K x volume float32, as a plain accumulation
-    ((_, out),) = _blocks(
-        images,
+    # one piece: the whole volume, K x volume float32, as a plain accumulation
+    ((_, logits),) = sliding_window_blocks(
+        volume,
         predictor,
-        patch,
+        patch_size,
         overlap,
+        batch_size,
+        mode,
+        tta,
         levels=0,
-        batch_size=batch_size,
-        mode=mode,
-        flips=flip_sets(len(patch), tta),
+        slice_axis=slice_axis,
         sigma_scale=sigma_scale,
         min_weight=min_weight,
         autocast=autocast,
-        device=torch.device(device) if device is not None else images.device,
+        device=device,
         channels_last=channels_last,
         progress=progress,
     )
-    if slice_axis is not None:
-        return out.movedim(0, 1 + slice_axis).contiguous()  # (K, *3D)
-    return out.contiguous()[0]
+    return logits.contiguous()
 
 
 def sliding_window_blocks(
