@@ -550,21 +550,20 @@ def _train_run(args: argparse.Namespace) -> int:
     from attnseg.training.run import train
 
     overrides = list(args.overrides)
+    common = dict(  # overrides: the list below, appended to before either call
+        config_file=args.config,
+        overrides=overrides,
+        resume=args.resume,
+        init=args.init,
+        freeze=args.freeze,
+        minutes=args.minutes,
+    )
     if args.folds is not None:
         overrides.append(f"data.folds={args.folds}")
     if args.fold == "all":
         from attnseg.training.cross_validation import cross_validate
 
-        cross_validate(
-            args.data,
-            args.out,
-            config_file=args.config,
-            overrides=overrides,
-            resume=args.resume,
-            init=args.init,
-            freeze=args.freeze,
-            minutes=args.minutes,
-        )
+        cross_validate(args.data, args.out, **common)
         return 0
     if args.fold is not None:
         if not args.fold.isdigit():
@@ -572,17 +571,7 @@ def _train_run(args: argparse.Namespace) -> int:
         overrides.append(f"data.fold={args.fold}")
         if args.minutes is not None:  # the --minutes defaults train on every case; a fold needs the split
             overrides.append("data.split=kfold")
-    train(
-        args.data,
-        args.out,
-        config_file=args.config,
-        overrides=overrides,
-        resume=args.resume,
-        init=args.init,
-        freeze=args.freeze,
-        minutes=args.minutes,
-        started=args.started,
-    )
+    train(args.data, args.out, started=args.started, **common)
     return 0
 
 

@@ -16,6 +16,8 @@ terminal: the loop around it already reports.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import sys
 import time
@@ -142,3 +144,17 @@ def progress(
     return LineProgress(
         iterable, total=total, initial=initial, desc=desc, unit=unit, file=stream, nested=nested
     )
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Inside, the loggers ``names`` drop records below ``level``; their levels are restored after."""
+    loggers = [logging.getLogger(name) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, old in zip(loggers, previous):
+            logger.setLevel(old)

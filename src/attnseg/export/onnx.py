@@ -26,7 +26,6 @@ import contextlib
 import copy
 import io
 import json
-import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ from attnseg.errors import ConfigError, ModelFileError
 from attnseg.export.runtime import make_session
 from attnseg.io.atomic import atomic_write
 from attnseg.models.card import read_model_card
+from attnseg.progress import quiet_loggers
 
 METADATA_KEY = "attnseg"
 FORMAT = "attnseg.onnx"
@@ -180,20 +180,6 @@ def _round_up(size: Sequence[int], multiple: int) -> tuple[int, ...]:
     return tuple(math.ceil(int(s) / multiple) * multiple for s in size)
 
 
-@contextlib.contextmanager
-def _quiet_loggers():
-    """The exporters log progress and optional-package notes (torchvision) at WARNING; keep errors."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
 def _export_core(
     module: nn.Module,
     example: torch.Tensor,
@@ -209,7 +195,11 @@ def _export_core(
     for kind in order:
         buffer = io.BytesIO()
         try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers():
+            with (
+                warnings.catch_warnings(),
+                contextlib.redirect_stdout(io.StringIO()),
+                quiet_loggers("torch.onnx", "torch.export", "onnxscript"),
+            ):
                 warnings.simplefilter("ignore")
                 if kind == "dynamo":
                     shapes = None

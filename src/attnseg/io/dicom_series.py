@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import os
 import re
 import warnings
@@ -45,6 +44,7 @@ from pydicom.pixels import apply_modality_lut
 
 from attnseg.errors import DataError
 from attnseg.io.nifti import ImageMeta
+from attnseg.progress import quiet_loggers
 
 PathLike = str | os.PathLike
 
@@ -564,14 +564,6 @@ def quiet_dicom_warnings() -> Iterator[None]:
     """Silence pydicom/highdicom warnings and log records below ERROR inside: some quote header
     values (highdicom's warning about a PatientName of one component quotes the name; pydicom's
     validation warnings quote the invalid value), and attnseg logs no patient data."""
-    loggers = [logging.getLogger(name) for name in ("pydicom", "highdicom")]
-    levels = [logger.level for logger in loggers]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_loggers("pydicom", "highdicom"):
         warnings.simplefilter("ignore")
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        try:
-            yield
-        finally:
-            for logger, level in zip(loggers, levels):
-                logger.setLevel(level)
+        yield
