@@ -382,9 +382,15 @@ class LabelScheme:
         label value, or regions ``sigmoid > threshold`` painted in :attr:`painting` order."""
         if self.kind == "regions":
             return self.paint(self.region_masks(logits, threshold=threshold))
-        arr = _as_array(logits)
-        self._check_channels(arr)
-        index = np.argmax(arr, axis=0)
+        if hasattr(logits, "detach") and logits.is_floating_point():
+            # a torch tensor (a piece of the sliding window's accumulators, often a strided view): torch's
+            # argmax reads it in place; numpy's moves the class axis last and copies all K channels
+            self._check_channels(logits)
+            index = logits.detach().cpu().argmax(0).numpy()
+        else:
+            arr = _as_array(logits)
+            self._check_channels(arr)
+            index = np.argmax(arr, axis=0)
         if self.values == tuple(range(len(self.values))):
             return index.astype(self.label_dtype)
         return np.asarray(self.values, dtype=self.label_dtype)[index]

@@ -469,14 +469,18 @@ def predict_case(
     masks = (
         np.zeros((len(scheme.regions), *cropped_spatial), dtype=bool) if scheme.kind == "regions" else None
     )
-    for piece, logits in (part for whole in pieces for part in _thin_slabs(*whole)):
-        if masks is not None:
-            masks[(slice(None), *piece)] = scheme.region_masks(logits, threshold=options.threshold)
-        else:
-            inside[piece] = scheme.decode(logits)
-        if probabilities is not None:
-            where = tuple(slice(r.start + p.start, r.start + p.stop) for r, p in zip(region, piece))
-            probabilities[(slice(None), *where)] = probabilities_from_logits(logits, scheme.activation)
+    for whole in pieces:
+        for piece, logits in _thin_slabs(*whole):
+            if masks is not None:
+                masks[(slice(None), *piece)] = scheme.region_masks(logits, threshold=options.threshold)
+            else:
+                inside[piece] = scheme.decode(logits)
+            if probabilities is not None:
+                where = tuple(slice(r.start + p.start, r.start + p.stop) for r, p in zip(region, piece))
+                probabilities[(slice(None), *where)] = probabilities_from_logits(logits, scheme.activation)
+        # a finished piece is a view of its accumulator: drop every reference before the next windows run,
+        # or the piece stays alive (K x piece float32) until the next one is handed out
+        del whole, piece, logits
     if masks is not None:
         if keep_largest is not False or min_voxels:
             masks = postprocess_components(
@@ -489,13 +493,15 @@ def predict_case(
 
 
 def _thin_slabs(
-    piece: tuple[slice, ...], logits: torch.Tensor, voxels: int = 1 << 21
+    piece: tuple[slice, ...], logits: torch.Tensor, slab_bytes: int = 1 << 26
 ) -> Iterable[tuple[tuple[slice, ...], torch.Tensor]]:
-    """A piece cut along its first axis into slabs of at most ``voxels`` voxels (at least one row), so
-    decoding's temporaries (an int64 argmax: 8 bytes per voxel) stay small whatever the piece."""
+    """A piece cut along its first axis into slabs (at least one row each) whose decoding temporaries
+    stay under about ``slab_bytes`` (64 MB) whatever the piece and the class count: an int64 argmax (8
+    bytes per voxel) or, with probabilities kept, a softmax of all K channels (4 K bytes per voxel)."""
     rows = piece[0].stop - piece[0].start
     per_row = int(np.prod([s.stop - s.start for s in piece[1:]], dtype=np.int64))
-    step = max(1, voxels // max(per_row, 1))
+    per_voxel = max(8, 4 * int(logits.shape[0]))
+    step = max(1, slab_bytes // max(per_row * per_voxel, 1))
     for first in range(0, rows, step):
         last = min(first + step, rows)
         region = (slice(piece[0].start + first, piece[0].start + last), *piece[1:])
