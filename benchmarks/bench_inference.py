@@ -20,12 +20,18 @@ sliding window (float32) as the reference. Rows (``--rows``):
 - ``ct``: a CT-sized volume, 1 x 512 x 512 x 400 (a real BraTS FLAIR stretched to that size, the
   phantom when the data is absent) with K = 2, 16 and 64 output classes (``--ct-classes``), one
   fresh subprocess per contender and K reporting seconds (raw volume to label map: z-score, windows,
-  argmax) and its peak RSS (``ru_maxrss`` of the child), ours (``predict_case``, whole volume, no
+  argmax) and its peak RSS (``VmHWM`` of the child), ours (``predict_case``, whole volume, no
   crop, ``--ct-max-memory-gb`` as its budget) vs MONAI's ``sliding_window_inference`` + argmax on
   the same network. The network is a small one so a row takes a minute or two on 2 threads:
   ``Conv3d(1, 4, 3) -> ReLU -> Conv3d(4, K, 1)``, 64^3 windows, overlap 0.25, batch 2. MONAI keeps
   a ``K x volume`` float32 output and a count map: when that exceeds the available memory the row
   says "does not fit" without running it; a child that fails is reported with its exit status.
+
+- ``fresh``: MONAI's ``end`` run alone in a fresh process that never imports attnseg, to show that
+  running after ours in one process does not slow MONAI down. (Ours runs its window loop inside
+  ``attnseg.heap.keep_freed_memory``: glibc keeps freed activations for the next window instead of
+  unmapping them; on exit it restores glibc's mmap and the thresholds glibc's own adjustment settles
+  at. MONAI runs with glibc's defaults, as its users run it.)
 
 Every row reports the median of ``--repeats`` runs (the ``ct`` rows: one run each); the runs of a row alternate between the contenders
 (this machine is shared and noisy). Quality is reported next to speed: largest logit difference and
@@ -40,6 +46,7 @@ Commands (quoted in the closing notes)::
     python benchmarks/bench_inference.py --rows case --repeats 1  # the real-case row only
     python benchmarks/bench_inference.py --quick                  # (4, 128, 128, 96) random volume
     python benchmarks/bench_inference.py --rows ct                # the CT-sized rows only
+    python benchmarks/bench_inference.py --rows end fresh         # MONAI in one process with ours and alone
 
 Utilisation: next to each ratio, the GFLOP of one window (torch's FLOP counter) and the achieved
 GFLOP/s of each contender (windows x GFLOP / seconds) as a share of a 4096^2 matmul's rate measured
@@ -174,6 +181,28 @@ def ct_child(contender: str, classes: int, volume_path: str, labels_path: str, b
     )
 
 
+def fresh_child(args) -> None:
+    """MONAI's ``end`` run in this fresh process (attnseg never imported); prints ``FRESH <median s>``."""
+    from monai.inferers import sliding_window_inference as monai_swi
+    from monai.networks.nets import AttentionUnet as MonaiAttentionUnet
+
+    assert "attnseg" not in sys.modules
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    volume = torch.randn(*args.shape)
+    net = MonaiAttentionUnet(
+        3, args.shape[0], args.out_channels, tuple(args.features), (2,) * (len(args.features) - 1)
+    ).eval()
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        with torch.no_grad():
+            patch = (args.patch,) * 3
+            monai_swi(volume[None], patch, args.batch_size, net, overlap=args.overlap, mode="gaussian")
+        times.append(time.perf_counter() - start)
+    print(f"FRESH {statistics.median(times)}")
+
+
 def available_gb() -> float:
     from attnseg.devices import available_memory_bytes
 
@@ -181,7 +210,7 @@ def available_gb() -> float:
     return available / 1e9 if available else float("inf")
 
 
-def ct_rows(args, threads: int) -> list[tuple]:
+def ct_rows(args, threads: int, matmul_gflops: float) -> list[tuple]:
     """Rows ``(name, monai, ours, note)`` where a time is seconds or a string saying why there is none."""
     from attnseg.inference import window_positions
     from inference_utilisation import forward_gflop
@@ -241,7 +270,7 @@ def ct_rows(args, threads: int) -> list[tuple]:
                     rate = n_windows * window_gflop / r["seconds"]
                     notes.append(
                         f"{contender}: peak RSS {r['rss_gb']:.2f} GB (volume loaded: {r['before_gb']:.2f} GB), "
-                        f"{rate:.1f} GFLOP/s"
+                        f"{rate:.1f} GFLOP/s ({rate / matmul_gflops:.1%} of fp32 matmul)"
                     )
             if all(isinstance(r, dict) for r in results.values()):
                 same = np.mean(np.load(results["monai"]["labels"]) == np.load(results["ours"]["labels"]))
@@ -256,6 +285,45 @@ def ct_rows(args, threads: int) -> list[tuple]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=int, nargs="+", default=[4, 240, 240, 155], help="C X Y Z")
+    parser.add_argument("--patch", type=int, default=96)
+    parser.add_argument("--overlap", type=float, default=0.5)
+    parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128])
+    parser.add_argument("--out-channels", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=2, help="windows per forward, both sides")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="a (4, 128, 128, 96) random volume")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        default=["overhead", "end", "case", "ct", "fresh"],
+        choices=["overhead", "same", "end", "case", "ct", "fresh"],
+    )
+    parser.add_argument("--ct-shape", type=int, nargs=3, default=[512, 512, 400], help="the ct rows' volume")
+    parser.add_argument("--ct-classes", type=int, nargs="+", default=[2, 16, 64])
+    parser.add_argument(
+        "--ct-max-memory-gb",
+        type=float,
+        default=None,
+        help="ours' budget in the ct rows (default: the machine's)",
+    )
+    parser.add_argument("--ct-timeout", type=float, default=600, help="seconds one ct child may take")
+    parser.add_argument("--ct-child", choices=["ours", "monai"], help=argparse.SUPPRESS)
+    parser.add_argument("--fresh-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ct-volume", help=argparse.SUPPRESS)
+    parser.add_argument("--ct-labels", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.ct_child:
+        torch.set_num_threads(args.threads)
+        ct_child(args.ct_child, args.ct_classes[0], args.ct_volume, args.ct_labels, args.ct_max_memory_gb)
+        return
+    if args.quick:
+        args.shape = [4, 128, 128, 96]
+    if args.fresh_child:
+        fresh_child(args)
+        return
     from monai.inferers import sliding_window_inference as monai_swi
     from monai.networks.nets import AttentionUnet as MonaiAttentionUnet
 
@@ -272,41 +340,6 @@ def main() -> None:
     from attnseg.transforms import normalize_zscore
     from inference_utilisation import forward_gflop, matmul_rates
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", type=int, nargs="+", default=[4, 240, 240, 155], help="C X Y Z")
-    parser.add_argument("--patch", type=int, default=96)
-    parser.add_argument("--overlap", type=float, default=0.5)
-    parser.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128])
-    parser.add_argument("--out-channels", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=2, help="windows per forward, both sides")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="a (4, 128, 128, 96) random volume")
-    parser.add_argument(
-        "--rows",
-        nargs="+",
-        default=["overhead", "end", "case", "ct"],
-        choices=["overhead", "same", "end", "case", "ct"],
-    )
-    parser.add_argument("--ct-shape", type=int, nargs=3, default=[512, 512, 400], help="the ct rows' volume")
-    parser.add_argument("--ct-classes", type=int, nargs="+", default=[2, 16, 64])
-    parser.add_argument(
-        "--ct-max-memory-gb",
-        type=float,
-        default=None,
-        help="ours' budget in the ct rows (default: the machine's)",
-    )
-    parser.add_argument("--ct-timeout", type=float, default=600, help="seconds one ct child may take")
-    parser.add_argument("--ct-child", choices=["ours", "monai"], help=argparse.SUPPRESS)
-    parser.add_argument("--ct-volume", help=argparse.SUPPRESS)
-    parser.add_argument("--ct-labels", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.ct_child:
-        torch.set_num_threads(args.threads)
-        ct_child(args.ct_child, args.ct_classes[0], args.ct_volume, args.ct_labels, args.ct_max_memory_gb)
-        return
-    if args.quick:
-        args.shape = [4, 128, 128, 96]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -327,14 +360,13 @@ def main() -> None:
     print(f"parameters: MONAI AttentionUnet {n_params[0]:,}, attnseg AttentionUNet {n_params[1]:,}")
     rows = []
     networked = {"same", "end", "case"} & set(args.rows)
-    if networked:
+    if networked or "ct" in args.rows:
         peak32, peak16 = matmul_rates()
+        print(f"matmul 4096^2 ({args.threads} threads): fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s")
+    if networked:
         one = torch.zeros(1, channels, *patch)
         g_ours, g_monai = forward_gflop(ours_net, one), forward_gflop(monai_net, one)
-        print(
-            f"one window: ours {g_ours:.1f} GFLOP, MONAI {g_monai:.1f} GFLOP; matmul 4096^2: fp32 {peak32:.0f} "
-            f"GFLOP/s, bf16 {peak16:.0f} GFLOP/s ({args.threads} threads)"
-        )
+        print(f"one window: ours {g_ours:.1f} GFLOP, MONAI {g_monai:.1f} GFLOP")
 
     def utilisation(work_monai: float, t_monai: float, work_ours: float, t_ours: float, bf16=False) -> str:
         """Achieved GFLOP/s (GFLOP done / seconds) as a share of the matmul rate."""
@@ -421,7 +453,24 @@ def main() -> None:
         rows.append(("real case: ours bf16 + box", r["monai"][0], r["bf16"][0], note))
 
     if "ct" in args.rows:
-        rows += ct_rows(args, args.threads)
+        rows += ct_rows(args, args.threads, peak32)
+
+    if "fresh" in args.rows:
+        command = [sys.executable, __file__, "--fresh-child", "--repeats", str(args.repeats)]
+        command += [
+            "--threads",
+            str(args.threads),
+            "--shape",
+            *map(str, args.shape),
+            "--patch",
+            str(args.patch),
+        ]
+        command += ["--overlap", str(args.overlap), "--features", *map(str, args.features)]
+        command += ["--out-channels", str(k), "--batch-size", str(bs)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        line = next(x for x in done.stdout.splitlines() if x.startswith("FRESH "))
+        seconds = float(line.split()[1])
+        rows.append(("MONAI alone, fresh process", seconds, "not run", "the same MONAI run as the end row"))
 
     print(f"\n{'row':<34} {'MONAI s':>9} {'ours s':>9} {'speed-up':>9}  quality, memory, utilisation")
     for name, t_monai, t_ours, note in rows:
