@@ -118,6 +118,19 @@ def test_decode_takes_the_argmax_and_maps_it_to_label_values():
         LabelScheme.default(2).decode(logits)
 
 
+def test_decode_of_a_strided_torch_view_equals_numpys_argmax_with_ties_first():
+    """Pieces of the sliding window are strided views (cells are (n, K, ...)); torch's argmax reads them
+    in place and must give numpy's answer: the first of tied maxima, label values mapped."""
+    rng = np.random.default_rng(0)
+    cells = torch.from_numpy(rng.integers(0, 4, size=(5, 4, 6, 7)).astype(np.float32))  # many ties
+    view = cells.movedim(1, 0)[:, 1:4, :, 2:]  # (K, 3, 6, 5), not contiguous
+    assert not view.is_contiguous()
+    expected = np.argmax(view.numpy(), axis=0)
+    np.testing.assert_array_equal(LabelScheme.default(4).decode(view), expected)
+    np.testing.assert_array_equal(CLASSES.decode(view), np.array([0, 1, 2, 4])[expected])
+    assert CLASSES.decode(view).dtype == np.uint8
+
+
 def test_decode_of_classes_and_regions_by_hand():
     logits = np.zeros((4, 3), dtype=np.float32)
     logits[:, 0] = [5, 0, 0, 0]  # background

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,14 @@ from attnseg.inference import (
     sliding_window_blocks,
     sliding_window_inference,
 )
-from attnseg.inference.predict import InferenceSettings, LoadedModel, PredictOptions, predict_case
+from attnseg.inference.predict import (
+    InferenceSettings,
+    LoadedModel,
+    PredictOptions,
+    _thin_slabs,
+    predict_case,
+)
+from attnseg.inference.sliding_window import _zeros
 
 
 def assembled(volume, predictor, patch, overlap, levels, **kw) -> torch.Tensor:
@@ -83,6 +92,51 @@ def test_whole_volume_is_one_piece_and_finer_levels_hand_out_early(nets):
     # starts along axis 0: 0, 4, 8, 12; window edges split it into 5 slabs of 4 voxels
     regions = [r for r, _ in sliding_window_blocks(volume, nets[3], (8, 9, 9), 0.5, levels=1)]
     assert [(r[0].start, r[0].stop) for r in regions] == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20)]
+
+
+def test_a_finished_piece_is_freed_once_the_consumer_drops_it(nets):
+    """The generators must not keep a handed-out cell alive through the following windows: only the
+    consumer's reference may (regression: their frames held the last finished cell until the next one
+    was handed out, K x cell float32 more through every forward in between)."""
+    volume = torch.randn(2, 40, 9, 9)
+    cell = None
+    alive_during_forward = []
+
+    def predictor(batch):
+        if cell is not None:
+            alive_during_forward.append(cell() is not None)
+        return nets[3](batch)
+
+    pieces = sliding_window_blocks(volume, predictor, (8, 9, 9), 0.5, 1, levels=1)
+    _, logits = next(pieces)
+    cell = weakref.ref(logits._base if logits._base is not None else logits)
+    del logits
+    next(pieces)  # runs the next window(s) until the next piece is finished
+    assert alive_during_forward == [False], "the first cell was still referenced during the next forward"
+    pieces.close()
+
+
+def test_large_accumulator_cells_are_zeros_in_their_own_map():
+    small, large = _zeros((3, 4, 5)), _zeros((2, 64, 64, 16))
+    assert small.dtype == large.dtype == torch.float32
+    assert tuple(large.shape) == (2, 64, 64, 16) and large.is_contiguous()
+    assert not small.any() and not large.any()
+    large += 1.5  # writable
+    assert float(large.sum()) == 1.5 * 2 * 64 * 64 * 16
+
+
+def test_thin_slabs_tile_a_piece_and_bound_the_decoding_temporaries():
+    piece = (slice(10, 60), slice(0, 32), slice(5, 37))
+    for classes, slab_bytes in ((2, 1 << 16), (64, 1 << 20), (64, 1)):
+        logits = torch.zeros(classes, 50, 32, 32)
+        slabs = list(_thin_slabs(piece, logits, slab_bytes))
+        rows = [(r[0].start, r[0].stop) for r, _ in slabs]
+        assert rows[0][0] == 10 and rows[-1][1] == 60
+        assert all(a[1] == b[0] for a, b in zip(rows, rows[1:]))
+        for region, part in slabs:
+            assert region[1:] == piece[1:] and part.shape[1] == region[0].stop - region[0].start
+            # at least one row; otherwise K floats (or an int64) per voxel within the budget
+            assert part.shape[1] == 1 or part[0].numel() * max(8, 4 * classes) <= slab_bytes
 
 
 def test_plan_hand_computed_bytes():
