@@ -7,32 +7,59 @@ probabilities kept (as ``bench_inference.py``'s ``case`` row)::
 
     cd benchmarks && python profile_predict.py          # float32
     cd benchmarks && python profile_predict.py --bf16   # bfloat16 autocast
+    cd benchmarks && python profile_predict.py --ct 64  # the CT-sized volume with K = 64 classes
+
+``--ct K``: ``bench_inference.py``'s CT setting instead (a FLAIR stretched to 1 x 512 x 512 x 400, its
+small ``Conv3d(1, 4, 3) -> ReLU -> Conv3d(4, K, 1)`` network, 64^3 windows, overlap 0.25, batch 2, no
+crop, ``--max-memory-gb`` 2.5 by default, labels only), where the network is cheap and the rest shows.
 """
 
 from __future__ import annotations
 
+import argparse
 import cProfile
 import io
 import pstats
-import sys
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from attnseg.config import PreprocessConfig
 from attnseg.inference.predict import InferenceSettings, LoadedModel, PredictOptions, predict_case
 from attnseg.models import AttentionUNet
-from bench_inference import load_real_case
+from bench_inference import CT_BATCH, CT_OVERLAP, CT_PATCH, ct_network, ct_volume, load_real_case
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--ct", type=int, metavar="K", help="the CT-sized volume with K classes")
+    parser.add_argument("--max-memory-gb", type=float, default=2.5, help="the budget of the --ct run")
+    args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
     start = time.perf_counter()
-    image, what = load_real_case()
+    if args.ct:
+        with tempfile.TemporaryDirectory(prefix="profile-ct-") as tmp:
+            what = ct_volume((512, 512, 400), Path(tmp) / "volume.npy")
+            image = np.load(Path(tmp) / "volume.npy")
+        net = ct_network(args.ct)
+        settings = InferenceSettings(3, 1, args.ct, CT_PATCH, PreprocessConfig(normalization="zscore"))
+        options = PredictOptions(
+            overlap=CT_OVERLAP, batch_size=CT_BATCH, crop_nonzero=False, max_memory_gb=args.max_memory_gb
+        )
+        keep_probabilities = False
+    else:
+        image, what = load_real_case()
+        net = AttentionUNet(3, 4, 3, (16, 32, 64, 128)).eval()
+        settings = InferenceSettings(3, 4, 3, (96, 96, 96), PreprocessConfig())
+        options = PredictOptions(overlap=0.5, batch_size=2, autocast=args.bf16)
+        keep_probabilities = True
     t_load = time.perf_counter() - start
-    net = AttentionUNet(3, 4, 3, (16, 32, 64, 128)).eval()
-    loaded = LoadedModel(net, InferenceSettings(3, 4, 3, (96, 96, 96), PreprocessConfig()))
+    loaded = LoadedModel(net, settings)
     network_s = [0.0]
     forward = net.forward
 
@@ -43,11 +70,10 @@ def main() -> None:
         return y
 
     net.forward = timed
-    options = PredictOptions(overlap=0.5, batch_size=2, autocast="--bf16" in sys.argv)
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
-    result = predict_case(loaded, image, (1.0, 1.0, 1.0), options, with_probabilities=True)
+    result = predict_case(loaded, image, (1.0, 1.0, 1.0), options, with_probabilities=keep_probabilities)
     profiler.disable()
     total = time.perf_counter() - start
     print(
