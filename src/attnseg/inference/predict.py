@@ -480,7 +480,7 @@ def predict_case(
                 probabilities[(slice(None), *where)] = probabilities_from_logits(logits, scheme.activation)
         # a finished piece is a view of its accumulator: drop every reference before the next windows run,
         # or the piece stays alive (K x piece float32) until the next one is handed out
-        del whole, piece, logits
+        whole = piece = logits = None
     if masks is not None:
         if keep_largest is not False or min_voxels:
             masks = postprocess_components(
