@@ -41,7 +41,7 @@ _M_MMAP_MAX = -4
 _GLIBC_MMAP_MAX = 65536
 _STEADY_MMAP_THRESHOLD = 32 * 1024 * 1024
 _STEADY_TRIM_THRESHOLD = 64 * 1024 * 1024
-_KEEP = 1 << 62  # never trim while inside
+_KEEP = 2**31 - 1  # the largest value mallopt takes: never trim while inside
 
 _lock = threading.Lock()
 _depth = 0
@@ -67,7 +67,7 @@ _LIBC = _glibc()
 
 def _mallopt(option: int, value: int) -> None:
     if _LIBC is not None:
-        _LIBC.mallopt(option, ctypes.c_int(min(value, 2**31 - 1)).value)
+        _LIBC.mallopt(option, value)
 
 
 @contextmanager
